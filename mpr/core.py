@@ -1,0 +1,165 @@
+"""The shared vocabulary: immutable states and the five batched interfaces.
+
+Five nouns, one batched verb each::
+
+    Env.step(actions)            -> list[TimeStep]       (the real, stateful game; outer loop only)
+    Policy.propose(states, n)    -> list[list[str]]      (n candidate actions per state)
+    WorldModel.predict(states, actions) -> list[str]     (next observation per (state, action))
+    Scorer.score(states, actions) -> list[float]         (Q(s, a) per pair)
+    Planner(roots)               -> list[PlanResult]     (one decision per root state)
+
+Every verb takes lists and returns a list aligned with its input. Planners only
+ever see pure values (``State``) and the pure ``WorldModel``; the stateful
+``Env`` is driven by the receding-horizon loop in :mod:`mpr.episodes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Protocol, Sequence, runtime_checkable
+
+MAX_EPISODE_ACTIONS = 30
+"""The seed paper's cap on actions per ALFWorld episode."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One action and the observation it produced."""
+
+    action: str
+    observation: str
+
+
+@dataclass(frozen=True)
+class State:
+    """An immutable agent state: the task plus everything that happened so far.
+
+    Equality and hashing use ``task_id``, ``goal``, ``initial`` and ``turns``
+    only — the full history, which is what models condition on. ``admissible``
+    (the commands the game accepts here) and ``expert_action`` are facts the
+    real environment reveals about a state; simulated states may leave them empty.
+    """
+
+    task_id: str
+    goal: str
+    initial: str
+    turns: tuple[Turn, ...] = ()
+    admissible: tuple[str, ...] = field(default=(), compare=False)
+    expert_action: str | None = field(default=None, compare=False)
+
+    @property
+    def observation(self) -> str:
+        """The latest observation (the initial one before any action)."""
+        return self.turns[-1].observation if self.turns else self.initial
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.turns)
+
+    def after(
+        self,
+        action: str,
+        observation: str,
+        admissible: Sequence[str] = (),
+        expert_action: str | None = None,
+    ) -> "State":
+        """The state reached by taking ``action`` and seeing ``observation``."""
+        return replace(
+            self,
+            turns=self.turns + (Turn(action, observation),),
+            admissible=tuple(admissible),
+            expert_action=expert_action,
+        )
+
+
+@dataclass(frozen=True)
+class TimeStep:
+    """What the real environment returns from ``reset`` and ``step``.
+
+    ``error`` is set (and ``done`` is True) when the game could not produce a
+    step — a crashed or hung worker — so callers can count and report it
+    instead of crashing.
+    """
+
+    observation: str
+    admissible: tuple[str, ...] = ()
+    reward: float = 0.0
+    done: bool = False
+    won: bool = False
+    expert_action: str | None = None
+    goal: str = ""
+    error: str | None = None
+
+
+@runtime_checkable
+class Env(Protocol):
+    """A batch of real games, one per slot. Stateful; used by the outer loop only.
+
+    ``reset(task_ids, slots)`` loads ``task_ids[i]`` into slot ``slots[i]`` and
+    ``step(actions, slots)`` plays ``actions[i]`` in slot ``slots[i]``; both
+    return a list of TimeSteps aligned with their inputs. ``slots`` defaults to
+    ``range(len(...))``.
+    """
+
+    num_slots: int
+
+    def reset(self, task_ids: Sequence[str], slots: Sequence[int] | None = None) -> list[TimeStep]: ...
+
+    def step(self, actions: Sequence[str], slots: Sequence[int] | None = None) -> list[TimeStep]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Proposes candidate actions. ``propose(states, n)[i]`` has ``n`` actions for ``states[i]``."""
+
+    def propose(self, states: Sequence[State], n: int = 1) -> list[list[str]]: ...
+
+
+@runtime_checkable
+class WorldModel(Protocol):
+    """Predicts observations. ``predict(states, actions)[i]`` follows ``actions[i]`` in ``states[i]``."""
+
+    def predict(self, states: Sequence[State], actions: Sequence[str]) -> list[str]: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores state-action pairs. ``score(states, actions)[i]`` estimates Q(states[i], actions[i])."""
+
+    def score(self, states: Sequence[State], actions: Sequence[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class PlanStats:
+    """Compute spent on one decision, so planners can be compared at equal budgets."""
+
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    nodes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """A planner's decision for one root: the action, its value, alternatives and cost."""
+
+    action: str
+    value: float = 0.0
+    alternatives: tuple[tuple[str, float], ...] = ()
+    stats: PlanStats = PlanStats()
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Decides one action per root state: ``planner(roots)[i]`` is the decision for ``roots[i]``."""
+
+    def __call__(self, roots: Sequence[State]) -> list[PlanResult]: ...
+
+
+def check_aligned(name: str, outputs: Sequence, inputs: Sequence) -> None:
+    """Enforce the list-length contract of the batched verbs."""
+    if len(outputs) != len(inputs):
+        raise ValueError(f"{name} returned {len(outputs)} results for {len(inputs)} inputs")

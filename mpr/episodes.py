@@ -1,0 +1,288 @@
+"""The receding-horizon episode loop, its append-only records, and success summaries.
+
+``run_episodes`` keeps every env slot busy: each round it asks the planner for
+one decision per active episode (a single batched call across episodes), sends
+those actions plus any resets for free slots to the env in one batch, and
+records each episode the moment it ends. Records go to a JSONL file — a header
+line with the run's config, then one line per finished episode — written with
+flush+fsync, so a kill loses at most the episodes in flight, and a rerun with
+the same file skips what is already there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from mpr.core import Env, Planner, State, TimeStep, Turn, check_aligned
+from mpr.data import TASK_TYPES, Task
+from mpr.env import Reset
+from mpr.errors import MprError
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """One finished episode, as recorded. ``error`` is set when the game failed (not the agent)."""
+
+    task_id: str
+    task_type: str
+    won: bool
+    num_actions: int
+    reward: float
+    goal: str
+    initial: str
+    turns: tuple[Turn, ...]
+    seconds: float
+    env_seconds: float
+    plan_seconds: float
+    error: str | None = None
+    values: tuple[float, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["turns"] = [[t.action, t.observation] for t in self.turns]
+        d["values"] = list(self.values)
+        return {"type": "episode", **d}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "EpisodeResult":
+        d = {k: v for k, v in d.items() if k != "type"}
+        d["turns"] = tuple(Turn(a, o) for a, o in d.get("turns", []))
+        d["values"] = tuple(d.get("values", ()))
+        return cls(**d)
+
+
+class EpisodeStore:
+    """Append-only JSONL of episode results with a config header; safe to resume.
+
+    A line cut short by a kill is dropped when the file is reopened. A file written
+    under a different config is refused rather than mixed.
+    """
+
+    def __init__(self, path: str | Path, header: dict[str, Any]):
+        self.path = Path(path)
+        self.header = json.loads(json.dumps(header))
+        self.results: dict[str, EpisodeResult] = {}
+        self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._load_existing()
+        else:
+            self._append({"type": "header", **self.header})
+
+    def _load_existing(self) -> None:
+        raw = self.path.read_bytes()
+        if raw and not raw.endswith(b"\n"):  # a kill mid-write: drop the partial last line
+            raw = raw[: raw.rfind(b"\n") + 1]
+            with open(self.path, "r+b") as f:
+                f.truncate(len(raw))
+        lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+        if not lines or lines[0].get("type") != "header":
+            raise MprError(f"{self.path} is not an mpr episode file (no header line); choose another output path")
+        stored = {k: v for k, v in lines[0].items() if k != "type"}
+        if stored != self.header:
+            diff = sorted(k for k in set(stored) | set(self.header) if stored.get(k) != self.header.get(k))
+            raise MprError(
+                f"{self.path} was written by a run with different settings ({', '.join(diff)}); "
+                "use another output path or rerun with the same settings"
+            )
+        for line in lines[1:]:
+            if line.get("type") == "episode":
+                result = EpisodeResult.from_json(line)
+                self.results[result.task_id] = result  # a later line (a retried error) wins
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def is_finished(self, task_id: str) -> bool:
+        """Finished means recorded without a game error; errored episodes are retried."""
+        r = self.results.get(task_id)
+        return r is not None and r.error is None
+
+    def add(self, result: EpisodeResult) -> None:
+        self._append(result.to_json())
+        self.results[result.task_id] = result
+
+
+@dataclass
+class _Running:
+    task: Task
+    state: State | None = None
+    started: float = field(default_factory=time.perf_counter)
+    env_seconds: float = 0.0
+    plan_seconds: float = 0.0
+    values: list[float] = field(default_factory=list)
+
+
+def run_episodes(
+    env: Env,
+    planner: Planner,
+    tasks: Sequence[Task],
+    *,
+    seed: int = 0,
+    on_result: Callable[[EpisodeResult], None] = lambda _r: None,
+    on_step: Callable[[str, State, str, TimeStep], None] | None = None,
+) -> list[EpisodeResult]:
+    """Play every task to the end on ``env``'s slots; results in the order episodes finish.
+
+    Each round makes exactly one planner call for all active episodes and one
+    ``env.step`` call for all slots (decisions and resets together).
+    """
+    queue = list(tasks)[::-1]
+    running: dict[int, _Running] = {}
+    results: list[EpisodeResult] = []
+    while queue or running:
+        for slot in range(env.num_slots):
+            if slot not in running and queue:
+                running[slot] = _Running(queue.pop())
+        ready = [s for s, r in running.items() if r.state is not None]
+        roots = [running[s].state for s in ready]
+        t0 = time.perf_counter()
+        decisions = planner(roots) if roots else []  # type: ignore[arg-type]
+        check_aligned("Planner", decisions, roots)
+        plan_time = time.perf_counter() - t0
+        requests: list[Any] = []
+        slots: list[int] = []
+        for s, d in zip(ready, decisions):
+            running[s].plan_seconds += plan_time / len(ready)
+            running[s].values.append(float(d.value))
+            requests.append(d.action)
+            slots.append(s)
+        for s, r in running.items():
+            if r.state is None:
+                requests.append(Reset(r.task.id, seed))
+                slots.append(s)
+        t0 = time.perf_counter()
+        steps = env.step(requests, slots)
+        check_aligned("Env.step", steps, requests)
+        env_time = time.perf_counter() - t0
+        for slot, request, ts in zip(slots, requests, steps):
+            run = running[slot]
+            run.env_seconds += env_time / len(slots)
+            if isinstance(request, Reset):
+                finished = _apply_reset(run, ts)
+            else:
+                if on_step is not None and ts.error is None:
+                    on_step(run.task.id, run.state, request, ts)  # type: ignore[arg-type]
+                finished = _apply_step(run, request, ts)
+            if finished is not None:
+                del running[slot]
+                results.append(finished)
+                on_result(finished)
+    return results
+
+
+def _apply_reset(run: _Running, ts: TimeStep) -> EpisodeResult | None:
+    if ts.error is not None:
+        return _finish(run, won=False, error=ts.error)
+    run.state = State(
+        task_id=run.task.id,
+        goal=ts.goal,
+        initial=ts.observation,
+        admissible=ts.admissible,
+        expert_action=ts.expert_action,
+    )
+    return None
+
+
+def _apply_step(run: _Running, action: str, ts: TimeStep) -> EpisodeResult | None:
+    if ts.error is not None:
+        return _finish(run, won=False, error=ts.error)
+    assert run.state is not None
+    run.state = run.state.after(action, ts.observation, ts.admissible, ts.expert_action)
+    if ts.done:
+        return _finish(run, won=ts.won, reward=ts.reward)
+    return None
+
+
+def _finish(run: _Running, won: bool, reward: float = 0.0, error: str | None = None) -> EpisodeResult:
+    state = run.state
+    return EpisodeResult(
+        task_id=run.task.id,
+        task_type=run.task.task_type,
+        won=won,
+        num_actions=state.num_actions if state else 0,
+        reward=reward,
+        goal=state.goal if state else "",
+        initial=state.initial if state else "",
+        turns=state.turns if state else (),
+        seconds=time.perf_counter() - run.started,
+        env_seconds=run.env_seconds,
+        plan_seconds=run.plan_seconds,
+        error=error,
+        values=tuple(run.values),
+    )
+
+
+# -- summaries -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    episodes: int
+    wins: int
+    errors: int
+    mean_actions: float
+
+    @property
+    def success_rate(self) -> float:
+        return self.wins / self.episodes if self.episodes else 0.0
+
+
+def summarize(results: Iterable[EpisodeResult]) -> dict[str, Row]:
+    """Success per task type plus ``"all"``; computed only from the given episodes.
+
+    Episodes that failed with a game error count as failures and are listed in ``errors``.
+    """
+    groups: dict[str, list[EpisodeResult]] = defaultdict(list)
+    for r in results:
+        groups[r.task_type].append(r)
+        groups["all"].append(r)
+    order = [t for t in TASK_TYPES if t in groups] + (["all"] if "all" in groups else [])
+    return {
+        name: Row(
+            name=name,
+            episodes=len(groups[name]),
+            wins=sum(r.won for r in groups[name]),
+            errors=sum(r.error is not None for r in groups[name]),
+            mean_actions=sum(r.num_actions for r in groups[name]) / len(groups[name]),
+        )
+        for name in order
+    }
+
+
+def format_table(rows: dict[str, Row], steps_per_second: float | None = None) -> str:
+    """A plain-text table: success per task type and overall, mean actions, errors."""
+    lines = [f"{'task type':<32} {'episodes':>8} {'wins':>5} {'success':>8} {'mean actions':>13} {'errors':>7}"]
+    for row in rows.values():
+        lines.append(
+            f"{row.name:<32} {row.episodes:>8} {row.wins:>5} {100 * row.success_rate:>7.1f}% "
+            f"{row.mean_actions:>13.1f} {row.errors:>7}"
+        )
+    if steps_per_second is not None:
+        lines.append(f"env steps/s: {steps_per_second:.1f}")
+    return "\n".join(lines)
+
+
+def summary_json(rows: dict[str, Row]) -> dict[str, Any]:
+    return {
+        name: {
+            "episodes": r.episodes,
+            "wins": r.wins,
+            "success_rate": r.success_rate,
+            "errors": r.errors,
+            "mean_actions": r.mean_actions,
+        }
+        for name, r in rows.items()
+    }

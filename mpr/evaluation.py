@@ -1,0 +1,169 @@
+"""``mpr eval`` and ``mpr plan`` as plain functions (the click commands only parse flags).
+
+An evaluation picks tasks from a split, skips those already finished in its
+output file, runs the rest on a process pool (or in-process with 0 workers),
+and summarizes every recorded episode of the selected tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mpr.agents import BUILTIN_AGENTS, make_policy
+from mpr.config import require, to_dict
+from mpr.core import Env, State, TimeStep
+from mpr.data import SPLITS, TASK_TYPES, atomic_write_text, list_tasks, resolve_task
+from mpr.env import EnvConfig, SerialEnv
+from mpr.episodes import EpisodeResult, EpisodeStore, format_table, run_episodes, summarize, summary_json
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate. ``workers=0`` plays in this process (no timeouts)."""
+
+    agent: str = "expert"
+    split: str = "valid_unseen"
+    limit: int | None = None
+    task_type: str | None = None
+    seed: int = 0
+    workers: int = 2
+    env: EnvConfig = EnvConfig()
+
+    def __post_init__(self) -> None:
+        require(self.agent in BUILTIN_AGENTS, f"unknown agent {self.agent!r}; choose one of: {', '.join(BUILTIN_AGENTS)}")
+        require(self.split in SPLITS, f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
+        require(
+            self.task_type is None or self.task_type in TASK_TYPES,
+            f"unknown task type {self.task_type!r}; choose one of: {', '.join(TASK_TYPES)}",
+        )
+        require(self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}")
+        require(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+
+    def record_header(self) -> dict[str, Any]:
+        """The settings that determine episode outcomes; a resumed file must match them."""
+        return {
+            "agent": self.agent,
+            "split": self.split,
+            "seed": self.seed,
+            "max_actions": self.env.max_actions,
+        }
+
+
+def make_env(workers: int, env_config: EnvConfig, num_tasks: int) -> Env:
+    """A process pool with ``workers`` slots, or one in-process slot for ``workers=0``."""
+    if workers == 0:
+        return SerialEnv(1, env_config)
+    from mpr.pool import EnvPool, PoolConfig
+
+    return EnvPool(PoolConfig(num_workers=max(1, min(workers, num_tasks))), env_config)
+
+
+def evaluate(
+    config: EvalConfig,
+    out: str | Path | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or resume) an evaluation; returns the summary that was printed and saved."""
+    from planners.greedy import GreedyPlanner
+
+    tasks = list_tasks(config.split, config.env.data_dir, config.task_type, config.limit)
+    store = EpisodeStore(out, config.record_header()) if out else None
+    todo = [t for t in tasks if not (store and store.is_finished(t.id))]
+    if store and len(todo) < len(tasks):
+        echo(f"resuming {out}: {len(tasks) - len(todo)} of {len(tasks)} episodes already recorded")
+    policy = make_policy(config.agent, config.seed, config.env.data_dir)
+    started = time.perf_counter()
+    new_results: list[EpisodeResult] = []
+    if todo:
+        bar = _progress_bar(len(todo), f"{config.agent} on {config.split}", progress)
+
+        def on_result(result: EpisodeResult) -> None:
+            new_results.append(result)
+            if store:
+                store.add(result)
+            bar.update(1)
+            bar.set_postfix(won=sum(r.won for r in new_results), errors=sum(r.error is not None for r in new_results))
+
+        env = make_env(config.workers, config.env, len(todo))
+        try:
+            run_episodes(env, GreedyPlanner(policy), todo, seed=config.seed, on_result=on_result)
+        finally:
+            env.close()
+            bar.close()
+    wall = time.perf_counter() - started
+    selected = {t.id for t in tasks}
+    recorded = list(store.results.values()) if store else new_results
+    results = [r for r in recorded if r.task_id in selected]
+    rows = summarize(results)
+    steps = sum(r.num_actions for r in new_results)
+    steps_per_s = steps / wall if new_results and wall > 0 else None
+    echo(format_table(rows, steps_per_s))
+    fallbacks = getattr(policy, "fallbacks", 0)
+    if fallbacks:
+        echo(f"policy fallbacks to 'look': {fallbacks}")
+    summary = {
+        "config": to_dict(config),
+        "episodes_in_summary": len(results),
+        "episodes_run_now": len(new_results),
+        "wall_seconds_now": wall,
+        "env_steps_per_second_now": steps_per_s,
+        "policy_fallbacks_now": fallbacks,
+        "summary": summary_json(rows),
+    }
+    if out:
+        summary_path = Path(out).with_suffix(".summary.json")
+        atomic_write_text(summary_path, json.dumps(summary, indent=2))
+        echo(f"episodes: {out}\nsummary:  {summary_path}")
+    return summary
+
+
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ep", disable=not enabled, dynamic_ncols=True)
+
+
+def play(
+    task: str,
+    agent: str = "expert",
+    seed: int = 0,
+    env_config: EnvConfig = EnvConfig(),
+    echo: Callable[[str], None] = print,
+) -> EpisodeResult:
+    """Run one episode in this process and print it step by step."""
+    from planners.greedy import GreedyPlanner
+
+    require(agent in BUILTIN_AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(BUILTIN_AGENTS)}")
+    resolved = resolve_task(task, env_config.data_dir)
+    policy = make_policy(agent, seed, env_config.data_dir)
+    env = SerialEnv(1, env_config)
+    shown = {"intro": False}
+
+    def on_step(task_id: str, state: State, action: str, ts: TimeStep) -> None:
+        if not shown["intro"]:
+            echo(f"task: {resolved.id}\ngoal: {state.goal}\n\n{state.initial}\n")
+            shown["intro"] = True
+        mark = "  [won]" if ts.won else ""
+        echo(f"{state.num_actions + 1:>2}. > {action}\n    {ts.observation}{mark}")
+
+    try:
+        (result,) = run_episodes(env, GreedyPlanner(policy), [resolved], seed=seed, on_step=on_step)
+    finally:
+        env.close()
+    if result.error:
+        from mpr.errors import MprError
+
+        raise MprError(result.error)
+    outcome = "WON" if result.won else "not won"
+    echo(f"\n{outcome} after {result.num_actions} actions ({result.seconds:.1f}s)")
+    return result
+
+
+def with_env_overrides(config: EvalConfig, **env_fields: Any) -> EvalConfig:
+    return dataclasses.replace(config, env=dataclasses.replace(config.env, **env_fields))
