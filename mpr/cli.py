@@ -46,9 +46,9 @@ def data() -> None:
 
 
 @data.command("prepare")
-@click.option("--from", "source", type=click.Path(), default=None,
-              help="The games archive (alfworld-json_2.1.1-games.tar.xz) or a dir holding json_2.1.1/. "
-                   "Without it, ALFWorld's own downloader is used (needs internet).")
+@click.option("--from", "source", type=click.Path(), default=None, envvar="MPR_ALFWORLD_ARCHIVE",
+              help="The games archive (alfworld-json_2.1.1-games.tar.xz) or a dir holding json_2.1.1/ "
+                   "[env: MPR_ALFWORLD_ARCHIVE]. Without it, ALFWorld's own downloader is used (needs internet).")
 @click.option("--data-dir", type=click.Path(), default=None,
               help="Where to install (default: $ALFWORLD_DATA or ~/.cache/alfworld).")
 def data_prepare(source: str | None, data_dir: str | None) -> None:

@@ -109,7 +109,7 @@ def traj_data_for(params: TaskParams) -> dict:
     }
 
 
-def iter_game_files(root: Path, split: str) -> Iterable[Path]:
+def iter_game_files(root: Path, split: str) -> list[Path]:
     """Game files of one split, in sorted (stable) order."""
     return sorted((root / split).glob(f"*/*/{GAME_FILENAME}"))
 
@@ -256,19 +256,24 @@ def require_games_root(data_dir: str | Path | None = None) -> Path:
     return root
 
 
-def task_from_game_file(game_file: Path, root: Path | None = None) -> Task:
-    """Build a Task from a game file path; its id is relative to ``root`` when inside it."""
+def task_from_game_file(game_file: Path, data_dir: str | Path | None = None) -> Task:
+    """Build a Task from a game file path.
+
+    Inside the data dir the id is ``split/folder/trial``; elsewhere it is the
+    trial directory's absolute path, so resolving the id again finds this file.
+    """
     game_file = game_file.resolve()
     trial_dir = game_file.parent
     task_folder = trial_dir.parent.name
-    split = trial_dir.parent.parent.name
     task_type = task_folder.split("-", 1)[0]
     if task_type not in TASK_TYPES:
         raise GameFileError(f"{game_file}: folder {task_folder!r} is not an ALFWorld task folder")
+    root = games_root(data_dir).resolve()
     try:
-        task_id = str(trial_dir.relative_to(root.resolve())) if root else f"{split}/{task_folder}/{trial_dir.name}"
+        task_id = str(trial_dir.relative_to(root))
+        split = trial_dir.parent.parent.name
     except ValueError:
-        task_id = f"{split}/{task_folder}/{trial_dir.name}"
+        task_id, split = str(trial_dir), "external"
     return Task(id=task_id, split=split, task_type=task_type, game_file=game_file)
 
 
@@ -276,9 +281,9 @@ def resolve_task(task: str, data_dir: str | Path | None = None) -> Task:
     """A Task from an id (``split/folder/trial``), a trial directory or a game file path."""
     path = Path(task).expanduser()
     if path.is_file():
-        return task_from_game_file(path)
+        return task_from_game_file(path, data_dir)
     if path.is_dir() and (path / GAME_FILENAME).is_file():
-        return task_from_game_file(path / GAME_FILENAME)
+        return task_from_game_file(path / GAME_FILENAME, data_dir)
     root = require_games_root(data_dir)
     game_file = root / task / GAME_FILENAME
     if not task.strip() or ".." in Path(task).parts or not game_file.is_file():
@@ -286,7 +291,7 @@ def resolve_task(task: str, data_dir: str | Path | None = None) -> Task:
             f"unknown task {task!r}: expected an id like 'valid_unseen/<task folder>/<trial>' "
             f"under {root}, or a path to a {GAME_FILENAME} file (see `mpr tasks --split valid_unseen`)"
         )
-    return task_from_game_file(game_file, root)
+    return task_from_game_file(game_file, data_dir)
 
 
 def list_tasks(
@@ -307,7 +312,7 @@ def list_tasks(
     root = require_games_root(data_dir)
     if not (root / split).is_dir():
         raise DataMissingError(f"split {split!r} is missing under {root}; {PREPARE_HINT}")
-    tasks = [task_from_game_file(f, root) for f in iter_game_files(root, split)]
+    tasks = [task_from_game_file(f, data_dir) for f in iter_game_files(root, split)]
     if task_type:
         tasks = [t for t in tasks if t.task_type == task_type]
     elif limit is not None and limit < len(tasks):

@@ -13,12 +13,13 @@ paper's cap); reward is 1.0 on the winning step and 0.0 otherwise.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mpr.config import require
 from mpr.core import MAX_EPISODE_ACTIONS, TimeStep
@@ -35,6 +36,12 @@ from mpr.errors import GameFileError, MprError
 
 log = logging.getLogger(__name__)
 
+def default_cache_dir(name: str) -> str:
+    """``$MPR_CACHE_DIR/<name>``, else ``~/.cache/mpr/<name>``."""
+    base = os.environ.get("MPR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "mpr")
+    return os.path.join(base, name)
+
+
 _BANNER = re.compile(r"^\s*-= Welcome to TextWorld, ALFRED! =-\s*", re.S)
 _GOAL = re.compile(r"\s*Your task is to:\s*(.*?)\s*$", re.S)
 
@@ -47,6 +54,9 @@ class EnvConfig:
     max_actions: actions before an episode is cut off (the paper uses 30).
     expert: compute the handcoded expert's next action at every step.
     parse_cache / pddl_cache: memoize TextWorld's grammar parsing / PDDL translation.
+    pddl_cache_dir: on-disk translation cache shared by processes and runs (~160 KB
+        per game; None disables it). Default: ``$MPR_CACHE_DIR/pddl2sas`` or
+        ``~/.cache/mpr/pddl2sas``.
     """
 
     data_dir: str | None = None
@@ -54,6 +64,7 @@ class EnvConfig:
     expert: bool = True
     parse_cache: bool = True
     pddl_cache: bool = True
+    pddl_cache_dir: str | None = field(default_factory=lambda: default_cache_dir("pddl2sas"))
 
     def __post_init__(self) -> None:
         require(self.max_actions >= 1, f"max_actions must be >= 1, got {self.max_actions}")
@@ -151,7 +162,7 @@ class AlfworldGame:
 
         from mpr import speedups
 
-        speedups.install(parse_cache=self.config.parse_cache, pddl_cache=self.config.pddl_cache)
+        speedups.install(self.config.parse_cache, self.config.pddl_cache, self.config.pddl_cache_dir)
         wrappers: list[Any] = [AlfredDemangler(shuffle=False), AlfredInfos]
         use_expert = self.config.expert and _ensure_traj_data(task)
         # The expert reads the game's facts; only ask TextWorld for them when needed.
@@ -231,13 +242,19 @@ class SerialEnv:
 
     Errors from a game (corrupt file, engine failure) become TimeSteps with
     ``error`` set, as in the process pool, so callers handle one contract.
+    ``make_game`` builds each slot's game (default: ``AlfworldGame(config)``).
     """
 
-    def __init__(self, num_slots: int = 1, config: EnvConfig = EnvConfig()):
+    def __init__(
+        self,
+        num_slots: int = 1,
+        config: EnvConfig = EnvConfig(),
+        make_game: Callable[[], Any] | None = None,
+    ):
         require(num_slots >= 1, f"num_slots must be >= 1, got {num_slots}")
         self.num_slots = num_slots
-        self.config = config
-        self._games = [AlfworldGame(config) for _ in range(num_slots)]
+        make = make_game or (lambda: AlfworldGame(config))
+        self._games = [make() for _ in range(num_slots)]
 
     def reset(self, task_ids: Sequence[str], slots: Sequence[int] | None = None) -> list[TimeStep]:
         return self.step([Reset(t) for t in task_ids], slots)
@@ -245,17 +262,21 @@ class SerialEnv:
     def step(self, actions: Sequence[str | Reset], slots: Sequence[int] | None = None) -> list[TimeStep]:
         slots = list(range(len(actions))) if slots is None else list(slots)
         require(len(slots) == len(actions), "step: actions and slots differ in length")
-        return [self._one(self._games[s], a) for s, a in zip(slots, actions)]
-
-    @staticmethod
-    def _one(game: AlfworldGame, action: str | Reset) -> TimeStep:
-        try:
-            if isinstance(action, Reset):
-                return game.reset(action.task_id, action.seed)
-            return game.step(action)
-        except MprError as exc:
-            return TimeStep(observation="", done=True, error=str(exc))
+        return [play_request(self._games[s], a) for s, a in zip(slots, actions)]
 
     def close(self) -> None:
         for g in self._games:
             g.close()
+
+
+def play_request(game: Any, request: str | Reset) -> TimeStep:
+    """Apply one Env.step request to a game; failures become an error TimeStep (done=True)."""
+    try:
+        if isinstance(request, Reset):
+            return game.reset(request.task_id, request.seed)
+        return game.step(request)
+    except MprError as exc:
+        return TimeStep(observation="", done=True, error=str(exc))
+    except Exception as exc:  # an engine bug in one game must not end the run
+        log.warning("game error on %r: %s: %s", request, exc.__class__.__name__, exc)
+        return TimeStep(observation="", done=True, error=f"{exc.__class__.__name__}: {exc}")

@@ -262,7 +262,7 @@ def summarize(results: Iterable[EpisodeResult]) -> dict[str, Row]:
     }
 
 
-def format_table(rows: dict[str, Row], steps_per_second: float | None = None) -> str:
+def format_table(rows: dict[str, Row]) -> str:
     """A plain-text table: success per task type and overall, mean actions, errors."""
     lines = [f"{'task type':<32} {'episodes':>8} {'wins':>5} {'success':>8} {'mean actions':>13} {'errors':>7}"]
     for row in rows.values():
@@ -270,8 +270,6 @@ def format_table(rows: dict[str, Row], steps_per_second: float | None = None) ->
             f"{row.name:<32} {row.episodes:>8} {row.wins:>5} {100 * row.success_rate:>7.1f}% "
             f"{row.mean_actions:>13.1f} {row.errors:>7}"
         )
-    if steps_per_second is not None:
-        lines.append(f"env steps/s: {steps_per_second:.1f}")
     return "\n".join(lines)
 
 

@@ -7,7 +7,6 @@ and summarizes every recorded episode of the selected tasks.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -103,7 +102,10 @@ def evaluate(
     rows = summarize(results)
     steps = sum(r.num_actions for r in new_results)
     steps_per_s = steps / wall if new_results and wall > 0 else None
-    echo(format_table(rows, steps_per_s))
+    echo(format_table(rows))
+    if new_results:
+        echo(f"ran {len(new_results)} episodes in {wall:.1f}s: {60 * len(new_results) / wall:.1f} episodes/min, "
+             f"{steps_per_s:.1f} actions/s (wall clock, resets and worker start-up included)")
     fallbacks = getattr(policy, "fallbacks", 0)
     if fallbacks:
         echo(f"policy fallbacks to 'look': {fallbacks}")
@@ -112,7 +114,7 @@ def evaluate(
         "episodes_in_summary": len(results),
         "episodes_run_now": len(new_results),
         "wall_seconds_now": wall,
-        "env_steps_per_second_now": steps_per_s,
+        "actions_per_second_now": steps_per_s,
         "policy_fallbacks_now": fallbacks,
         "summary": summary_json(rows),
     }
@@ -164,6 +166,3 @@ def play(
     echo(f"\n{outcome} after {result.num_actions} actions ({result.seconds:.1f}s)")
     return result
 
-
-def with_env_overrides(config: EvalConfig, **env_fields: Any) -> EvalConfig:
-    return dataclasses.replace(config, env=dataclasses.replace(config.env, **env_fields))

@@ -22,8 +22,7 @@ from typing import Any, Callable, Sequence
 
 from mpr.config import require
 from mpr.core import TimeStep
-from mpr.env import AlfworldGame, EnvConfig, Reset
-from mpr.errors import MprError
+from mpr.env import AlfworldGame, EnvConfig, Reset, play_request
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class PoolConfig:
 
 
 def _worker_main(conn: Any, make_game: Callable[[], Any]) -> None:
-    """Worker loop: build the game, then answer ("reset", Reset) / ("step", str) until ("close", None)."""
+    """Worker loop: build the game, then answer ("request", Reset | str) until ("close", None)."""
     try:
         game = make_game()
     except BaseException as exc:  # report start-up failure instead of dying silently
@@ -54,18 +53,12 @@ def _worker_main(conn: Any, make_game: Callable[[], Any]) -> None:
     conn.send(("ready", None))
     while True:
         try:
-            kind, arg = conn.recv()
+            kind, request = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
         if kind == "close":
             return
-        try:
-            result = game.reset(arg.task_id, arg.seed) if kind == "reset" else game.step(arg)
-            conn.send(("ok", result))
-        except MprError as exc:
-            conn.send(("error", str(exc)))
-        except Exception as exc:  # an engine bug in one game must not kill the worker
-            conn.send(("error", f"{exc.__class__.__name__}: {exc}"))
+        conn.send(("ok", play_request(game, request)))
 
 
 class _Worker:
@@ -142,10 +135,9 @@ class EnvPool:
         if error:
             return slot, error, 0.0
         worker = self._workers[slot]
-        kind = "reset" if isinstance(action, Reset) else "step"
-        timeout = self.config.reset_timeout if kind == "reset" else self.config.step_timeout
+        timeout = self.config.reset_timeout if isinstance(action, Reset) else self.config.step_timeout
         try:
-            worker.conn.send((kind, action))
+            worker.conn.send(("request", action))
         except (OSError, BrokenPipeError):
             return slot, self._restart(slot, "worker pipe broken"), 0.0
         return slot, action, time.monotonic() + timeout
@@ -176,7 +168,7 @@ class EnvPool:
             return self._restart(slot, "worker process died")
         if kind == "ok":
             return payload
-        return TimeStep(observation="", done=True, error=str(payload))
+        return self._restart(slot, str(payload))
 
     def _restart(self, slot: int, reason: str) -> TimeStep:
         """Replace the slot's worker; the request that failed is answered with an error step."""

@@ -20,8 +20,14 @@ adapter according to its config, so the speed-up can be measured on and off.
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
+import pickle
 import sys
+import tempfile
+import zlib
 from collections import OrderedDict
+from pathlib import Path
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -31,6 +37,7 @@ from typing import Any, Callable
 class CacheStats:
     hits: int = 0
     misses: int = 0
+    disk_hits: int = 0
 
 
 PARSE_STATS = CacheStats()
@@ -62,7 +69,17 @@ def _memoized_parse(original: Callable[..., Any], maxsize: int = 50_000) -> Call
     return parse_and_convert
 
 
-def _memoized_pddl2sas(original: Callable[..., Any], maxsize: int = 8) -> Callable[..., Any]:
+def _memoized_pddl2sas(
+    original: Callable[..., Any], maxsize: int = 8, disk_dir: str | None = None
+) -> Callable[..., Any]:
+    """In-memory LRU of translations, backed by an optional on-disk cache shared by processes.
+
+    A translation takes ~1 s per call and two calls are made per game, while its
+    zlib-compressed pickle is ~70-90 KB and loads in milliseconds; the disk layer
+    makes every later load of a game (other workers, other runs) nearly free.
+    Entries are keyed by a hash of the inputs and fast-downward's version; an
+    unreadable entry is recomputed and rewritten.
+    """
     cache: OrderedDict[tuple, Any] = OrderedDict()
 
     def pddl2sas(domain: str, problem: str, verbose: bool = False, optimize: bool = False) -> Any:
@@ -71,12 +88,19 @@ def _memoized_pddl2sas(original: Callable[..., Any], maxsize: int = 8) -> Callab
             PDDL_STATS.hits += 1
             cache.move_to_end(key)
             return cache[key]
-        PDDL_STATS.misses += 1
-        argv = sys.argv  # fast_downward overwrites sys.argv as a side effect; keep ours
-        try:
-            result = original(domain, problem, verbose=verbose, optimize=optimize)
-        finally:
-            sys.argv = argv
+        path = _disk_path(disk_dir, key) if disk_dir else None
+        result = _disk_load(path) if path else None
+        if result is None:
+            PDDL_STATS.misses += 1
+            argv = sys.argv  # fast_downward overwrites sys.argv as a side effect; keep ours
+            try:
+                result = original(domain, problem, verbose=verbose, optimize=optimize)
+            finally:
+                sys.argv = argv
+            if path:
+                _disk_store(path, result)
+        else:
+            PDDL_STATS.disk_hits += 1
         if maxsize:
             cache[key] = result
             if len(cache) > maxsize:
@@ -85,6 +109,33 @@ def _memoized_pddl2sas(original: Callable[..., Any], maxsize: int = 8) -> Callab
 
     pddl2sas.__wrapped__ = original  # type: ignore[attr-defined]
     return pddl2sas
+
+
+def _disk_path(disk_dir: str, key: tuple) -> Path:
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(repr((version("fast_downward_textworld"), *key)).encode()).hexdigest()
+    return Path(disk_dir).expanduser() / digest[:2] / f"{digest}.pkl.zlib"
+
+
+def _disk_load(path: Path) -> Any:
+    try:
+        return pickle.loads(zlib.decompress(path.read_bytes()))
+    except FileNotFoundError:
+        return None
+    except Exception:  # a torn or foreign file: recompute and overwrite
+        return None
+
+
+def _disk_store(path: Path, result: Any) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(zlib.compress(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL), 1))
+        os.replace(tmp, path)
+    except OSError:  # a read-only or full disk only costs speed
+        pass
 
 
 def _memoized_query_parse(original: Callable[..., Any], maxsize: int = 10_000) -> Callable[..., Any]:
@@ -128,11 +179,12 @@ def _shallow_copy_context(original: Callable[..., Any]) -> Callable[..., Any]:
     return copy_context
 
 
-def install(parse_cache: bool = True, pddl_cache: bool = True) -> None:
+def install(parse_cache: bool = True, pddl_cache: bool = True, pddl_cache_dir: str | None = None) -> None:
     """Patch TextWorld/fast-downward in this process; each flag on or off, idempotently.
 
     ``parse_cache`` covers the text-generation path (grammar parse memo, query
-    parse memo, shallow context copies); ``pddl_cache`` the PDDL translation.
+    parse memo, shallow context copies); ``pddl_cache`` the PDDL translation,
+    in memory and, when ``pddl_cache_dir`` is given, on disk.
     ``pddl2sas`` is wrapped even with its cache off, because fast-downward
     overwrites ``sys.argv`` and the wrapper restores it.
     """
@@ -143,7 +195,9 @@ def install(parse_cache: bool = True, pddl_cache: bool = True) -> None:
     _patch(textgen, "_parse_and_convert", _memoized_parse if parse_cache else None)
     _patch(textgen, "copy_context", _shallow_copy_context if parse_cache else None)
     _patch(Rule, "parse_conjunctive_query", _memoized_query_parse if parse_cache else None, classmethod_=True)
-    _patch(fast_downward, "pddl2sas", partial(_memoized_pddl2sas, maxsize=8 if pddl_cache else 0), mode=pddl_cache)
+    disk = pddl_cache_dir if pddl_cache else None
+    make = partial(_memoized_pddl2sas, maxsize=8 if pddl_cache else 0, disk_dir=disk)
+    _patch(fast_downward, "pddl2sas", make, mode=(pddl_cache, disk))
 
 
 _installed: dict[str, Any] = {}

@@ -1,0 +1,71 @@
+"""The process pool's failure paths (hang, crash, engine error) on toy games, and the episode loop."""
+
+from functools import partial
+
+import pytest
+from toygames import CorridorGame, ScriptedPolicy
+
+from mpr.data import Task
+from mpr.env import Reset, SerialEnv
+from mpr.episodes import run_episodes
+from mpr.errors import ConfigError
+from mpr.pool import EnvPool, PoolConfig
+from planners.greedy import GreedyPlanner
+
+FAST = PoolConfig(num_workers=2, step_timeout=2.0, reset_timeout=2.0, start_timeout=60.0)
+
+
+@pytest.fixture
+def pool():
+    p = EnvPool(FAST, make_game=partial(CorridorGame, 10))
+    yield p
+    p.close()
+
+
+def test_batched_step_is_aligned_with_slots(pool):
+    r = pool.step([Reset("corridor/2"), Reset("corridor/3")])
+    assert [t.goal for t in r] == ["reach 2", "reach 3"]
+    r = pool.step(["forward", "wait"], slots=[1, 0])
+    assert [t.observation for t in r] == ["You are at 1.", "You are at 0."]
+
+
+@pytest.mark.parametrize("bad, reason", [("hang", "timeout"), ("crash", "died"), ("raise", "engine bug")])
+def test_failed_step_is_reported_and_worker_restarted(pool, bad, reason):
+    pool.reset(["corridor/2", "corridor/2"])
+    broken, healthy = pool.step([bad, "forward"])
+    assert broken.done and reason in broken.error
+    assert healthy.error is None and healthy.observation == "You are at 1."
+    assert pool.restarts == (0 if bad == "raise" else 1)
+    # The restarted slot plays a fresh game normally.
+    assert pool.reset(["corridor/1"], slots=[0])[0].error is None
+    assert pool.step(["forward"], slots=[0])[0].won
+
+
+def test_hung_reset_times_out(pool):
+    (ts,) = pool.step([Reset("corridor/hang-on-reset")])
+    assert ts.done and "timeout" in ts.error and pool.restarts == 1
+
+
+def test_run_goes_on_when_one_episode_hangs():
+    tasks = [Task(f"corridor/{n}", "toy", "toy", None) for n in (1, 2, 3, 4)]  # type: ignore[arg-type]
+    policy = ScriptedPolicy({"corridor/3": "hang"})
+    with EnvPool(FAST, make_game=partial(CorridorGame, 10)) as pool:
+        results = run_episodes(pool, GreedyPlanner(policy), tasks)
+    by_id = {r.task_id: r for r in results}
+    assert set(by_id) == {t.id for t in tasks}
+    assert [by_id[f"corridor/{n}"].won for n in (1, 2, 4)] == [True, True, True]
+    assert not by_id["corridor/3"].won and "timeout" in by_id["corridor/3"].error
+
+
+def test_one_planner_call_per_round_batches_all_active_episodes():
+    tasks = [Task(f"corridor/{n}", "toy", "toy", None) for n in (3, 3, 3)]  # type: ignore[arg-type]
+    policy = ScriptedPolicy()
+    env = SerialEnv(3, make_game=partial(CorridorGame, 10))
+    results = run_episodes(env, GreedyPlanner(policy), tasks)
+    assert all(r.won and r.num_actions == 3 for r in results)
+    assert policy.calls == [3, 3, 3]  # three rounds, each one call over all three episodes
+
+
+def test_pool_config_is_validated():
+    with pytest.raises(ConfigError):
+        PoolConfig(num_workers=0)
