@@ -145,6 +145,11 @@ class AlfworldGame:
             expert_action=None if self._done else self._expert_action(state, action),
         )
 
+    @property
+    def walkthrough(self) -> list[str]:
+        """The loaded game's stored winning command list (empty before the first reset)."""
+        return list(getattr(self._env, "walkthrough", None) or []) if self._env is not None else []
+
     def close(self) -> None:
         if self._env is not None:
             self._env.close()

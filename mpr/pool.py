@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import signal
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -45,6 +46,9 @@ class PoolConfig:
 
 def _worker_main(conn: Any, make_game: Callable[[], Any]) -> None:
     """Worker loop: build the game, then answer ("request", Reset | str) until ("close", None)."""
+    # Ctrl-C is the parent's to handle (it closes the pool); a worker interrupted
+    # mid-step would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         game = make_game()
     except BaseException as exc:  # report start-up failure instead of dying silently

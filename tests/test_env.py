@@ -111,6 +111,16 @@ def test_caches_do_not_change_a_single_byte(valid_unseen):
     assert speedups.PARSE_STATS.hits > 0 and speedups.PDDL_STATS.disk_hits >= disk_hits + 2
 
 
+def test_game_exposes_its_walkthrough(valid_unseen):
+    from mpr.env import AlfworldGame
+
+    game = AlfworldGame(EnvConfig(expert=False))
+    assert game.walkthrough == []
+    game.reset(valid_unseen[0].id)
+    assert game.walkthrough == load_walkthrough(valid_unseen[0]) and len(game.walkthrough) >= 2
+    game.close()
+
+
 def test_expert_is_deterministic_for_a_seed(valid_unseen):
     tasks = [valid_unseen[5]]  # pick_two: the expert breaks ties at random
     assert _transcript(EnvConfig(), tasks) == _transcript(EnvConfig(), tasks)
