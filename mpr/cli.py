@@ -75,7 +75,33 @@ def tasks_cmd(split: str, task_type: str | None, limit: int | None, data_dir: st
 
 # -- episodes ---------------------------------------------------------------------------
 
-_AGENT_HELP = "walkthrough (replays the game's solution), expert (ALFWorld's handcoded expert) or random."
+_AGENT_HELP = ("walkthrough (replays the game's solution), expert (ALFWorld's handcoded expert), random, "
+               "or llm (a language-model policy, see --model).")
+
+
+def model_options(fn: Any) -> Any:
+    """Flags that choose and run the LLM policy's model (used by eval and plan)."""
+    options = [
+        click.option("--model", default="default", show_default=True,
+                     help="default (SmolLM2-135M-Instruct), tiny, a local HF model dir, or a hub id."),
+        click.option("--policy-mode", type=click.Choice(["score", "sample"]), default="score", show_default=True,
+                     help="score: rank admissible actions by log-prob; sample: generate and parse REASON/ACTION."),
+        click.option("--backend", type=click.Choice(["hf", "vllm", "auto"]), default="hf", show_default=True),
+        click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True),
+        click.option("--threads", type=int, default=0, help="torch threads (0: $MPR_THREADS or the core count)."),
+        click.option("--batch-size", type=int, default=16, show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _model_configs(model: str, policy_mode: str, backend: str, dtype: str, threads: int, batch_size: int) -> Any:
+    from mpr.engine import EngineConfig
+    from mpr.policy import PolicyConfig
+
+    return (EngineConfig(model=model, backend=backend, dtype=dtype, threads=threads, batch_size=batch_size),
+            PolicyConfig(mode=policy_mode))
 
 
 @main.command("eval")
@@ -90,14 +116,18 @@ _AGENT_HELP = "walkthrough (replays the game's solution), expert (ALFWorld's han
 @click.option("--max-actions", type=int, default=30, show_default=True)
 @click.option("--data-dir", type=click.Path(), default=None)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@model_options
 def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, out: str | None,
-             workers: int, seed: int, max_actions: int, data_dir: str | None, no_progress: bool) -> None:
+             workers: int, seed: int, max_actions: int, data_dir: str | None, no_progress: bool,
+             **model_flags: Any) -> None:
     """Run episodes on a split and report success per task type."""
     from mpr.env import EnvConfig
     from mpr.evaluation import EvalConfig, evaluate
 
+    engine, policy = _model_configs(**model_flags)
     config = EvalConfig(agent=agent, split=split, limit=limit, task_type=task_type, seed=seed, workers=workers,
-                        env=EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=(agent == "expert")))
+                        env=EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=(agent == "expert")),
+                        model=engine, policy=policy)
     evaluate(config, out, progress=not no_progress, echo=click.echo)
 
 
@@ -107,13 +137,37 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-actions", type=int, default=30, show_default=True)
 @click.option("--data-dir", type=click.Path(), default=None)
-def plan_cmd(task: str, agent: str, seed: int, max_actions: int, data_dir: str | None) -> None:
+@model_options
+def plan_cmd(task: str, agent: str, seed: int, max_actions: int, data_dir: str | None, **model_flags: Any) -> None:
     """Run one episode and print its trajectory."""
     from mpr.env import EnvConfig
     from mpr.evaluation import play
 
+    engine, policy = _model_configs(**model_flags)
     play(task, agent, seed, EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=(agent == "expert")),
-         echo=click.echo)
+         echo=click.echo, model=engine, policy_config=policy)
+
+
+# -- models -----------------------------------------------------------------------------
+
+
+@main.group()
+def models() -> None:
+    """Prepare the models mpr ships with."""
+
+
+@models.command("prepare")
+@click.option("--tiny", is_flag=True, help="Also build the tiny from-scratch test model (seconds).")
+def models_prepare(tiny: bool) -> None:
+    """Convert the embedded SmolLM2-135M-Instruct GGUF into a cached HF directory (idempotent)."""
+    from mpr import models as m
+
+    m.prepare_default(log_fn=click.echo)
+    if tiny:
+        if (m.tiny_model_dir() / m.READY_MARKER).exists():
+            click.echo(f"tiny model already built at {m.tiny_model_dir()}")
+        else:
+            click.echo(f"tiny model built at {m.build_tiny()}")
 
 
 if __name__ == "__main__":

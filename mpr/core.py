@@ -16,7 +16,7 @@ ever see pure values (``State``) and the pure ``WorldModel``; the stateful
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 MAX_EPISODE_ACTIONS = 30
 """The seed paper's cap on actions per ALFWorld episode."""
@@ -95,17 +95,26 @@ class TimeStep:
 class Env(Protocol):
     """A batch of real games, one per slot. Stateful; used by the outer loop only.
 
-    ``reset(task_ids, slots)`` loads ``task_ids[i]`` into slot ``slots[i]`` and
-    ``step(actions, slots)`` plays ``actions[i]`` in slot ``slots[i]``; both
-    return a list of TimeSteps aligned with their inputs. ``slots`` defaults to
-    ``range(len(...))``.
+    ``step(actions, slots)`` plays ``actions[i]`` in slot ``slots[i]`` and returns
+    TimeSteps aligned with ``actions``; an action may be ``mpr.env.Reset(task_id)``
+    to start a game in that slot, and ``reset(task_ids, slots)`` is a shorthand.
+    ``slots`` defaults to ``range(len(...))``.
+
+    ``submit(actions, slots)`` + ``poll()`` are the same requests without waiting
+    for all of them: ``poll`` returns ``{slot: TimeStep}`` for the answers that are in
+    (at least one while any is outstanding). The episode loop uses them so a slow
+    reset never holds the other slots back.
     """
 
     num_slots: int
 
     def reset(self, task_ids: Sequence[str], slots: Sequence[int] | None = None) -> list[TimeStep]: ...
 
-    def step(self, actions: Sequence[str], slots: Sequence[int] | None = None) -> list[TimeStep]: ...
+    def step(self, actions: Sequence[Any], slots: Sequence[int] | None = None) -> list[TimeStep]: ...
+
+    def submit(self, actions: Sequence[Any], slots: Sequence[int]) -> None: ...
+
+    def poll(self, timeout: float | None = None) -> dict[int, TimeStep]: ...
 
     def close(self) -> None: ...
 

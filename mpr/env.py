@@ -260,6 +260,7 @@ class SerialEnv:
         self.num_slots = num_slots
         make = make_game or (lambda: AlfworldGame(config))
         self._games = [make() for _ in range(num_slots)]
+        self._done: dict[int, TimeStep] = {}
 
     def reset(self, task_ids: Sequence[str], slots: Sequence[int] | None = None) -> list[TimeStep]:
         return self.step([Reset(t) for t in task_ids], slots)
@@ -268,6 +269,14 @@ class SerialEnv:
         slots = list(range(len(actions))) if slots is None else list(slots)
         require(len(slots) == len(actions), "step: actions and slots differ in length")
         return [play_request(self._games[s], a) for s, a in zip(slots, actions)]
+
+    def submit(self, actions: Sequence[str | Reset], slots: Sequence[int]) -> None:
+        """Play the requests now (in order); ``poll`` hands the answers back."""
+        self._done.update(zip(slots, self.step(actions, slots)))
+
+    def poll(self, timeout: float | None = None) -> dict[int, TimeStep]:
+        done, self._done = self._done, {}
+        return done
 
     def close(self) -> None:
         for g in self._games:

@@ -122,6 +122,8 @@ class _Running:
     env_seconds: float = 0.0
     plan_seconds: float = 0.0
     values: list[float] = field(default_factory=list)
+    request: Any = None  # the request in flight (Reset or action)
+    sent: float = 0.0
 
 
 def run_episodes(
@@ -135,40 +137,24 @@ def run_episodes(
 ) -> list[EpisodeResult]:
     """Play every task to the end on ``env``'s slots; results in the order episodes finish.
 
-    Each round makes exactly one planner call for all active episodes and one
-    ``env.step`` call for all slots (decisions and resets together).
+    Event loop: submit resets for free slots, take whatever answers are in, then make
+    one planner call for every episode that is waiting for a decision and submit those
+    actions together. Slots never wait for each other; every planner call batches all
+    episodes that are ready at that moment.
     """
     queue = list(tasks)[::-1]
     running: dict[int, _Running] = {}
     results: list[EpisodeResult] = []
     while queue or running:
-        for slot in range(env.num_slots):
-            if slot not in running and queue:
-                running[slot] = _Running(queue.pop())
-        ready = [s for s, r in running.items() if r.state is not None]
-        roots = [running[s].state for s in ready]
-        t0 = time.perf_counter()
-        decisions = planner(roots) if roots else []  # type: ignore[arg-type]
-        check_aligned("Planner", decisions, roots)
-        plan_time = time.perf_counter() - t0
-        requests: list[Any] = []
-        slots: list[int] = []
-        for s, d in zip(ready, decisions):
-            running[s].plan_seconds += plan_time / len(ready)
-            running[s].values.append(float(d.value))
-            requests.append(d.action)
-            slots.append(s)
-        for s, r in running.items():
-            if r.state is None:
-                requests.append(Reset(r.task.id, seed))
-                slots.append(s)
-        t0 = time.perf_counter()
-        steps = env.step(requests, slots)
-        check_aligned("Env.step", steps, requests)
-        env_time = time.perf_counter() - t0
-        for slot, request, ts in zip(slots, requests, steps):
+        starts = [s for s in range(env.num_slots) if s not in running and queue]
+        for slot in starts:
+            running[slot] = _Running(queue.pop())
+        if starts:
+            _submit(env, running, starts, [Reset(running[s].task.id, seed) for s in starts])
+        for slot, ts in env.poll().items():
             run = running[slot]
-            run.env_seconds += env_time / len(slots)
+            request, run.request = run.request, None
+            run.env_seconds += time.perf_counter() - run.sent
             if isinstance(request, Reset):
                 finished = _apply_reset(run, ts)
             else:
@@ -179,7 +165,26 @@ def run_episodes(
                 del running[slot]
                 results.append(finished)
                 on_result(finished)
+        ready = [s for s, r in running.items() if r.state is not None and r.request is None]
+        if not ready:
+            continue
+        roots = [running[s].state for s in ready]
+        t0 = time.perf_counter()
+        decisions = planner(roots)  # type: ignore[arg-type]
+        check_aligned("Planner", decisions, roots)
+        plan_time = time.perf_counter() - t0
+        for s, d in zip(ready, decisions):
+            running[s].plan_seconds += plan_time / len(ready)
+            running[s].values.append(float(d.value))
+        _submit(env, running, ready, [d.action for d in decisions])
     return results
+
+
+def _submit(env: Env, running: dict[int, _Running], slots: list[int], requests: list[Any]) -> None:
+    now = time.perf_counter()
+    for s, r in zip(slots, requests):
+        running[s].request, running[s].sent = r, now
+    env.submit(requests, slots)
 
 
 def _apply_reset(run: _Running, ts: TimeStep) -> EpisodeResult | None:

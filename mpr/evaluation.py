@@ -15,10 +15,14 @@ from typing import Any, Callable
 
 from mpr.agents import BUILTIN_AGENTS, make_policy
 from mpr.config import require, to_dict
-from mpr.core import Env, State, TimeStep
+from mpr.core import Env, Policy, State, TimeStep
+from mpr.engine import EngineConfig
 from mpr.data import SPLITS, TASK_TYPES, atomic_write_text, list_tasks, resolve_task
 from mpr.env import EnvConfig, SerialEnv
 from mpr.episodes import EpisodeResult, EpisodeStore, format_table, run_episodes, summarize, summary_json
+from mpr.policy import PolicyConfig
+
+AGENTS = BUILTIN_AGENTS + ("llm",)
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,11 @@ class EvalConfig:
     seed: int = 0
     workers: int = 2
     env: EnvConfig = EnvConfig()
+    model: EngineConfig = EngineConfig()
+    policy: PolicyConfig = PolicyConfig()
 
     def __post_init__(self) -> None:
-        require(self.agent in BUILTIN_AGENTS, f"unknown agent {self.agent!r}; choose one of: {', '.join(BUILTIN_AGENTS)}")
+        require(self.agent in AGENTS, f"unknown agent {self.agent!r}; choose one of: {', '.join(AGENTS)}")
         require(self.split in SPLITS, f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
         require(
             self.task_type is None or self.task_type in TASK_TYPES,
@@ -45,12 +51,27 @@ class EvalConfig:
 
     def record_header(self) -> dict[str, Any]:
         """The settings that determine episode outcomes; a resumed file must match them."""
-        return {
+        header = {
             "agent": self.agent,
             "split": self.split,
             "seed": self.seed,
             "max_actions": self.env.max_actions,
         }
+        if self.agent == "llm":
+            header.update(model=self.model.model, policy=to_dict(self.policy))
+        return header
+
+
+def build_policy(agent: str, seed: int, data_dir: str | None, model: EngineConfig, policy: PolicyConfig) -> Policy:
+    """A reference policy by name, or the LLM policy over a freshly loaded engine."""
+    if agent != "llm":
+        return make_policy(agent, seed, data_dir)
+    import dataclasses
+
+    from mpr.engine import make_engine
+    from mpr.policy import LLMPolicy
+
+    return LLMPolicy(make_engine(model), dataclasses.replace(policy, seed=seed))
 
 
 def make_env(workers: int, env_config: EnvConfig, num_tasks: int) -> Env:
@@ -76,7 +97,7 @@ def evaluate(
     todo = [t for t in tasks if not (store and store.is_finished(t.id))]
     if store and len(todo) < len(tasks):
         echo(f"resuming {out}: {len(tasks) - len(todo)} of {len(tasks)} episodes already recorded")
-    policy = make_policy(config.agent, config.seed, config.env.data_dir)
+    policy = build_policy(config.agent, config.seed, config.env.data_dir, config.model, config.policy)
     started = time.perf_counter()
     new_results: list[EpisodeResult] = []
     if todo:
@@ -109,6 +130,9 @@ def evaluate(
     fallbacks = getattr(policy, "fallbacks", 0)
     if fallbacks:
         echo(f"policy fallbacks to 'look': {fallbacks}")
+    misses = getattr(policy, "parse_misses", None)
+    if misses is not None and config.policy.mode == "sample":
+        echo(f"policy outputs not matching an admissible action: {misses} of {policy.parsed}")
     summary = {
         "config": to_dict(config),
         "episodes_in_summary": len(results),
@@ -116,6 +140,8 @@ def evaluate(
         "wall_seconds_now": wall,
         "actions_per_second_now": steps_per_s,
         "policy_fallbacks_now": fallbacks,
+        "parse_misses_now": misses,
+        "parsed_now": getattr(policy, "parsed", None),
         "summary": summary_json(rows),
     }
     if out:
@@ -137,13 +163,15 @@ def play(
     seed: int = 0,
     env_config: EnvConfig = EnvConfig(),
     echo: Callable[[str], None] = print,
+    model: EngineConfig = EngineConfig(),
+    policy_config: PolicyConfig = PolicyConfig(),
 ) -> EpisodeResult:
     """Run one episode in this process and print it step by step."""
     from planners.greedy import GreedyPlanner
 
-    require(agent in BUILTIN_AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(BUILTIN_AGENTS)}")
+    require(agent in AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS)}")
     resolved = resolve_task(task, env_config.data_dir)
-    policy = make_policy(agent, seed, env_config.data_dir)
+    policy = build_policy(agent, seed, env_config.data_dir, model, policy_config)
     env = SerialEnv(1, env_config)
     shown = {"intro": False}
 

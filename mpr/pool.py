@@ -1,8 +1,10 @@
 """Many games in parallel: one worker process per slot, each step under a timeout.
 
-``EnvPool`` implements the batched :class:`mpr.core.Env` interface. A batch of
-requests (``Reset`` or action strings) is sent to all addressed workers first,
-then collected, so the games run concurrently. A worker that does not answer
+``EnvPool`` implements the batched :class:`mpr.core.Env` interface. ``submit``
+sends requests (``Reset`` or action strings) without waiting and ``poll``
+returns whichever answers are in, so the episode loop never holds every slot
+back for the slowest game (a reset takes 10-100x longer than a step); ``step``
+is submit-then-wait-for-all. A worker that does not answer
 within its timeout is killed and restarted; one that dies is restarted. Either
 way its request returns a TimeStep with ``error`` set and ``done=True`` — the
 run goes on, and the caller records the failed episode.
@@ -101,20 +103,57 @@ class EnvPool:
         self._workers = [_Worker(self._ctx, self._make_game) for _ in range(self.num_slots)]
         self.restarts = 0
         self.failures: list[str] = []
+        self._pending: dict[int, tuple[Any, float]] = {}  # slot -> (request, deadline)
+        self._done: dict[int, TimeStep] = {}  # answers known without waiting (failed sends)
 
     # -- Env interface ------------------------------------------------------------
     def reset(self, task_ids: Sequence[str], slots: Sequence[int] | None = None) -> list[TimeStep]:
         return self.step([Reset(t) for t in task_ids], slots)
 
     def step(self, actions: Sequence[str | Reset], slots: Sequence[int] | None = None) -> list[TimeStep]:
-        """Send every request, then collect each answer within its timeout; aligned with ``actions``."""
+        """Send every request, then wait for all answers (each within its timeout); aligned with ``actions``."""
         slots = list(range(len(actions))) if slots is None else list(slots)
-        require(len(slots) == len(actions), "step: actions and slots differ in length")
-        require(len(set(slots)) == len(slots), "step: a slot appears twice in one batch")
-        sent: list[tuple[int, Any, float]] = []
+        self.submit(actions, slots)
+        results: dict[int, TimeStep] = {}
+        while len(results) < len(slots):
+            results.update(self.poll())
+        return [results[s] for s in slots]
+
+    def submit(self, actions: Sequence[str | Reset], slots: Sequence[int]) -> None:
+        """Send requests without waiting; their answers come back from ``poll``."""
+        slots = list(slots)
+        require(len(slots) == len(actions), "submit: actions and slots differ in length")
+        require(len(set(slots)) == len(slots), "submit: a slot appears twice in one batch")
         for slot, action in zip(slots, actions):
-            sent.append(self._send(slot, action))
-        return [self._collect(slot, action, deadline) for slot, action, deadline in sent]
+            require(slot not in self._pending and slot not in self._done, f"submit: slot {slot} is busy")
+            self._send(slot, action)
+
+    def poll(self, timeout: float | None = None) -> dict[int, TimeStep]:
+        """Answers that are in: waits until at least one is (or ``timeout`` seconds pass).
+
+        A request past its deadline is answered with an error step and its worker restarted.
+        """
+        from multiprocessing.connection import wait
+
+        ready = dict(self._done)
+        self._done.clear()
+        if ready or not self._pending:
+            return ready
+        deadline = min(d for _, d in self._pending.values())
+        wait_for = max(0.0, deadline - time.monotonic())
+        if timeout is not None:
+            wait_for = min(wait_for, timeout)
+        conns = {self._workers[s].conn: s for s in self._pending}
+        for conn in wait(list(conns), wait_for):
+            slot = conns[conn]
+            ready[slot] = self._receive(slot)
+        now = time.monotonic()
+        for slot, (action, slot_deadline) in list(self._pending.items()):
+            if slot not in ready and slot_deadline <= now:
+                what = f"reset {action.task_id}" if isinstance(action, Reset) else f"step {action!r}"
+                del self._pending[slot]
+                ready[slot] = self._restart(slot, f"timeout: no answer to {what} within the limit")
+        return ready
 
     def close(self) -> None:
         for w in self._workers:
@@ -133,18 +172,19 @@ class EnvPool:
         self.close()
 
     # -- internals ----------------------------------------------------------------
-    def _send(self, slot: int, action: str | Reset) -> tuple[int, Any, float]:
+    def _send(self, slot: int, action: str | Reset) -> None:
         worker = self._workers[slot]
         error = self._await_ready(slot) if not worker.ready else None
         if error:
-            return slot, error, 0.0
-        worker = self._workers[slot]
+            self._done[slot] = error
+            return
         timeout = self.config.reset_timeout if isinstance(action, Reset) else self.config.step_timeout
         try:
-            worker.conn.send(("request", action))
+            self._workers[slot].conn.send(("request", action))
         except (OSError, BrokenPipeError):
-            return slot, self._restart(slot, "worker pipe broken"), 0.0
-        return slot, action, time.monotonic() + timeout
+            self._done[slot] = self._restart(slot, "worker pipe broken")
+            return
+        self._pending[slot] = (action, time.monotonic() + timeout)
 
     def _await_ready(self, slot: int) -> TimeStep | None:
         worker = self._workers[slot]
@@ -159,15 +199,10 @@ class EnvPool:
             pass
         return self._restart(slot, "worker did not start")
 
-    def _collect(self, slot: int, action: Any, deadline: float) -> TimeStep:
-        if isinstance(action, TimeStep):  # already failed while sending
-            return action
-        conn = self._workers[slot].conn
+    def _receive(self, slot: int) -> TimeStep:
+        del self._pending[slot]
         try:
-            if not conn.poll(max(0.0, deadline - time.monotonic())):
-                what = f"reset {action.task_id}" if isinstance(action, Reset) else f"step {action!r}"
-                return self._restart(slot, f"timeout: no answer to {what} within the limit")
-            kind, payload = conn.recv()
+            kind, payload = self._workers[slot].conn.recv()
         except (EOFError, OSError):
             return self._restart(slot, "worker process died")
         if kind == "ok":

@@ -39,3 +39,32 @@ def valid_unseen(games_root):
     from mpr.data import list_tasks
 
     return list_tasks("valid_unseen", limit=6)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, games_root) -> Path:
+    """A tiny from-scratch Llama + tokenizer trained on ALFWorld text (built once per session)."""
+    from mpr.data import iter_game_files
+    from mpr.models import alfworld_corpus, build_tiny
+
+    texts = alfworld_corpus(iter_game_files(games_root, "valid_train")[:30])
+    return build_tiny(tmp_path_factory.mktemp("models") / "tiny", texts=texts, vocab_size=1024, hidden=64,
+                      layers=2, heads=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_value_dir(tmp_path_factory, games_root) -> Path:
+    from mpr.data import iter_game_files
+    from mpr.models import alfworld_corpus, build_tiny
+
+    texts = alfworld_corpus(iter_game_files(games_root, "valid_train")[:30])
+    return build_tiny(tmp_path_factory.mktemp("models") / "tiny-value", texts=texts, vocab_size=1024, hidden=64,
+                      layers=2, heads=4, value_head=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    from mpr.engine import EngineConfig
+    from mpr.hf_engine import HFEngine
+
+    return HFEngine(EngineConfig(model=str(tiny_model_dir), dtype="fp32", threads=1, batch_size=8, max_length=512))

@@ -81,3 +81,20 @@ def test_eval_writes_records_and_summary(valid_unseen, tmp_path):
 @pytest.mark.parametrize("flag", ["--limit=0", "--workers=-1", "--max-actions=0"])
 def test_bad_numbers_are_one_line(games_root, flag):
     assert_one_error_line(mpr("eval", flag))
+
+
+def test_llm_agent_runs_and_reports_parse_misses(tiny_model_dir, valid_unseen, tmp_path):
+    out = tmp_path / "llm.jsonl"
+    proc = mpr("eval", "--agent", "llm", "--model", str(tiny_model_dir), "--policy-mode", "sample", "--limit", "2",
+               "--max-actions", "3", "--workers", "0", "--threads", "1", "--json", str(out), "--no-progress",
+               check=True)
+    assert "policy outputs not matching an admissible action:" in proc.stdout
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["summary"]["all"]["episodes"] == 2 and summary["parsed_now"] == 6
+    header = json.loads(out.read_text().splitlines()[0])
+    assert header["model"] == str(tiny_model_dir) and header["policy"]["mode"] == "sample"
+
+
+def test_bad_model_path_is_one_line(games_root, tmp_path):
+    assert_one_error_line(mpr("eval", "--agent", "llm", "--model", str(tmp_path / "nope"), "--limit", "1"),
+                          "no such directory")

@@ -66,6 +66,18 @@ def test_one_planner_call_per_round_batches_all_active_episodes():
     assert policy.calls == [3, 3, 3]  # three rounds, each one call over all three episodes
 
 
+def test_poll_returns_fast_answers_before_a_slow_reset(pool):
+    pool.reset(["corridor/5"], slots=[1])
+    pool.submit([Reset("corridor/slow"), "forward"], [0, 1])
+    first = pool.poll()
+    assert list(first) == [1] and first[1].observation == "You are at 1."
+    pool.submit(["forward"], [1])  # slot 1 keeps playing while slot 0 is still resetting
+    rest: dict = {}
+    while len(rest) < 2:
+        rest.update(pool.poll())
+    assert rest[0].goal == "reach 1" and rest[1].observation == "You are at 2."
+
+
 def test_pool_config_is_validated():
     with pytest.raises(ConfigError):
         PoolConfig(num_workers=0)

@@ -23,6 +23,9 @@ class CorridorGame:
     def reset(self, task_id: str, seed: int = 0) -> TimeStep:
         if task_id == "corridor/hang-on-reset":
             time.sleep(3600)
+        if task_id == "corridor/slow":
+            time.sleep(1.0)
+            task_id = "corridor/1"
         self.length = int(task_id.split("/")[1])
         self.position = self.actions = 0
         return TimeStep(observation="You are at 0.", admissible=("forward", "wait"), goal=f"reach {self.length}")

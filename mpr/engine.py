@@ -1,0 +1,149 @@
+"""The one LLM engine interface every learned part of mpr uses, and its config.
+
+Three batched verbs; lists in, aligned lists out:
+
+* ``generate(prompts, n, sampling)`` -> ``list[list[Generation]]``: ``n`` samples per prompt.
+* ``score(prompts, candidates)`` -> ``list[list[ContinuationScore]]``: log-probability of each
+  candidate continuation given its prompt; ``candidates[i]`` all share ``prompts[i]``, which is
+  encoded once. Prompt and candidate are tokenized separately and their ids concatenated, so BPE
+  never merges across the boundary.
+* ``value(texts)`` -> ``list[float]``: the scalar head of a value model (num_labels=1), fp32.
+
+Implementations: ``mpr.hf_engine.HFEngine`` (default) and ``mpr.vllm_engine.VLLMEngine``
+(the only module that imports vllm). ``make_engine`` picks one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+from mpr.config import require
+
+DTYPES = ("auto", "bf16", "fp32")
+BACKENDS = ("auto", "hf", "vllm")
+
+
+def default_threads() -> int:
+    """``$MPR_THREADS`` if set, else the number of usable cores (capped at 8)."""
+    env = os.environ.get("MPR_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How a model is run.
+
+    model: "default" (SmolLM2-135M-Instruct, see ``mpr models prepare``), "tiny" (the
+        from-scratch test model), a local HF directory, or a hub id.
+    backend: "hf", "vllm", or "auto" (vllm when importable, else hf).
+    dtype: "bf16", "fp32", or "auto" (bf16 on AMX/bf16-capable CPUs and on GPUs, else fp32).
+        Value heads always run in fp32.
+    threads: torch intra-op threads (pin it: on a shared machine torch's default can be 50x slower).
+    batch_size: rows per forward pass. max_length: prompt tokens kept (see ``mpr.prompts``).
+    device: "cpu", "cuda", or "auto".
+    """
+
+    model: str = "default"
+    backend: str = "hf"
+    dtype: str = "auto"
+    threads: int = 0
+    batch_size: int = 16
+    max_length: int = 1024
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        require(self.backend in BACKENDS, f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        require(self.threads >= 0, f"threads must be >= 0 (0: default), got {self.threads}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.max_length >= 16, f"max_length must be >= 16, got {self.max_length}")
+        require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.threads == 0:
+            object.__setattr__(self, "threads", default_threads())
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling for ``generate``. temperature 0 means greedy decoding."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        require(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        require(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    num_tokens: int
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """Sum of token log-probs of a continuation, and its token count (mean = logprob / num_tokens)."""
+
+    logprob: float
+    num_tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / max(1, self.num_tokens)
+
+
+@dataclass
+class EngineStats:
+    """Counters for compute accounting (planner budgets, benchmarks)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+
+@runtime_checkable
+class Engine(Protocol):
+    config: EngineConfig
+    stats: EngineStats
+
+    def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> list[list[Generation]]: ...
+
+    def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]: ...
+
+    def value(self, texts: Sequence[str]) -> list[float]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut ``text`` at the first occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def make_engine(config: EngineConfig) -> Engine:
+    """The engine for ``config.backend`` ("auto": vLLM when importable, else HF)."""
+    backend = config.backend
+    if backend == "auto":
+        import importlib.util
+
+        backend = "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+    if backend == "vllm":
+        from mpr.vllm_engine import VLLMEngine
+
+        return VLLMEngine(config)
+    from mpr.hf_engine import HFEngine
+
+    return HFEngine(config)

@@ -1,0 +1,301 @@
+"""The Hugging Face transformers engine (default; CPU and GPU).
+
+Scoring with prefix reuse: prompts are left-padded and encoded once per batch; their
+KV caches are then gathered row-wise (one row per candidate) and only the candidate
+tokens are run. Positions follow the attention mask, so padding never shifts them and
+the result equals re-encoding prompt+candidate in full (tested to 1e-4 in fp32).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+from mpr.engine import ContinuationScore, EngineConfig, EngineStats, Generation, SamplingConfig, truncate_at_stop
+from mpr.errors import MprError
+from mpr.models import quiet_transformers, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def cpu_supports_bf16() -> bool:
+    """AMX or AVX512-BF16 on this CPU (where bf16 matmuls are fast)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name == "fp32":
+        return torch.float32
+    if name == "bf16":
+        return torch.bfloat16
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+class HFEngine:
+    """Engine over a transformers causal LM (generate, score) and/or value model (value).
+
+    The causal LM and the value model load lazily on first use of a verb that needs
+    them; a value-model directory (``*ForSequenceClassification``) only serves ``value``.
+    """
+
+    def __init__(self, config: EngineConfig = EngineConfig()):
+        import torch
+
+        self.config = config
+        self.stats = EngineStats()
+        self.path = resolve_model(config.model)
+        quiet_transformers()
+        torch.set_num_threads(config.threads)
+        self.device = "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.tokenizer = self._load_tokenizer()
+        self._lm: Any = None
+        self._value_model: Any = None
+
+    # -- loading -----------------------------------------------------------------------
+    def _load_tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(self.path)
+        except Exception as exc:
+            raise MprError(f"cannot load tokenizer of model {self.config.model!r} ({self.path}): "
+                           f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}") from None
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        return tok
+
+    @property
+    def lm(self) -> Any:
+        if self._lm is None:
+            from transformers import AutoModelForCausalLM
+
+            self._lm = self._load(AutoModelForCausalLM, self.dtype)
+        return self._lm
+
+    @property
+    def value_model(self) -> Any:
+        if self._value_model is None:
+            import torch
+            from transformers import AutoModelForSequenceClassification
+
+            model = self._load(AutoModelForSequenceClassification, torch.float32)  # value heads stay fp32
+            if model.config.num_labels != 1:
+                raise MprError(f"{self.path} is not a value model (num_labels={model.config.num_labels}, expected 1)")
+            if model.config.pad_token_id is None:  # batches > 1 need it to find each row's last token
+                model.config.pad_token_id = self.tokenizer.pad_token_id
+            self._value_model = model
+        return self._value_model
+
+    def _load(self, auto_cls: Any, dtype: Any) -> Any:
+        try:
+            model = auto_cls.from_pretrained(self.path, dtype=dtype)
+        except Exception as exc:
+            raise MprError(f"cannot load model {self.config.model!r} ({self.path}) as {auto_cls.__name__}: "
+                           f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}") from None
+        return model.to(self.device).eval()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` with no special tokens added (prompts carry their own)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def _chunks(self, n: int) -> list[range]:
+        b = self.config.batch_size
+        return [range(i, min(n, i + b)) for i in range(0, n, b)]
+
+    # -- generate ----------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
+        """``n`` samples per prompt; outputs cut at the first stop string. Seeded per call."""
+        import torch
+
+        if not prompts:
+            return []
+        self.stats.calls += 1
+        torch.manual_seed(sampling.seed)
+        out: list[list[Generation]] = []
+        pad = self.tokenizer.pad_token_id
+        per_chunk = max(1, self.config.batch_size // max(1, n))
+        for start in range(0, len(prompts), per_chunk):
+            batch = [self.encode(p) for p in prompts[start : start + per_chunk]]
+            ids, mask = _left_pad(batch, pad, self.device)
+            self.stats.prompt_tokens += sum(map(len, batch))
+            kwargs: dict[str, Any] = dict(max_new_tokens=sampling.max_new_tokens, num_return_sequences=n,
+                                          pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
+            if sampling.temperature > 0:
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+            else:
+                kwargs.update(do_sample=False)
+            if sampling.stop:
+                kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+            with torch.inference_mode():
+                seqs = self.lm.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            new = seqs[:, ids.shape[1]:]
+            for i in range(len(batch)):
+                row = []
+                for k in range(n):
+                    toks = [t for t in new[i * n + k].tolist() if t != pad]
+                    if self.tokenizer.eos_token_id in toks:
+                        toks = toks[: toks.index(self.tokenizer.eos_token_id)]
+                    self.stats.generated_tokens += len(toks)
+                    text = truncate_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), sampling.stop)
+                    row.append(Generation(text, len(toks)))
+                out.append(row)
+        return out
+
+    # -- score -------------------------------------------------------------------------------
+    def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
+        """Log-prob of each candidate given its prompt, encoding each prompt once (KV-cache reuse)."""
+        if len(prompts) != len(candidates):
+            raise ValueError("score: prompts and candidates differ in length")
+        if not prompts:
+            return []
+        self.stats.calls += 1
+        prompt_ids = [self.encode(p) for p in prompts]
+        cand_ids = [[self.encode(c) for c in cs] for cs in candidates]
+        results: list[list[ContinuationScore]] = [[] for _ in prompts]
+        for chunk in self._prompt_chunks(cand_ids):
+            scores = self._score_chunk([prompt_ids[i] for i in chunk], [cand_ids[i] for i in chunk])
+            for i, s in zip(chunk, scores):
+                results[i] = s
+        return results
+
+    def _prompt_chunks(self, cand_ids: list[list[list[int]]]) -> list[list[int]]:
+        """Group prompts so each group has at most ~batch_size candidate rows (at least one prompt)."""
+        chunks, cur, rows = [], [], 0
+        for i, cs in enumerate(cand_ids):
+            if cur and rows + len(cs) > self.config.batch_size:
+                chunks.append(cur)
+                cur, rows = [], 0
+            cur.append(i)
+            rows += len(cs)
+        if cur:
+            chunks.append(cur)
+        return chunks
+
+    def _score_chunk(self, prompts: list[list[int]], cands: list[list[list[int]]]) -> list[list[ContinuationScore]]:
+        import torch
+        from transformers import DynamicCache
+
+        pad = self.tokenizer.pad_token_id
+        if any(not p for p in prompts):
+            raise ValueError("score: empty prompt")
+        ids, mask = _left_pad(prompts, pad, self.device)
+        self.stats.prompt_tokens += sum(map(len, prompts)) + sum(len(c) for cs in cands for c in cs)
+        with torch.inference_mode():
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            first_logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [P, V]
+            rows = [(i, c) for i, cs in enumerate(cands) for c in cs if c]
+            results: list[list[ContinuationScore]] = [[] for _ in prompts]
+            if rows:
+                row_prompt = torch.tensor([i for i, _ in rows], device=self.device)
+                cache = DynamicCache(ddp_cache_data=[
+                    (layer.keys.index_select(0, row_prompt), layer.values.index_select(0, row_prompt))
+                    for layer in out.past_key_values.layers
+                ])
+                c_ids, c_mask = _right_pad([c for _, c in rows], pad, self.device)
+                full_mask = torch.cat([mask.index_select(0, row_prompt), c_mask], dim=1)
+                start = mask.sum(-1).index_select(0, row_prompt)  # true prompt lengths
+                c_pos = start[:, None] + torch.arange(c_ids.shape[1], device=self.device)[None, :]
+                c_out = self.lm(input_ids=c_ids, attention_mask=full_mask, position_ids=c_pos,
+                                past_key_values=cache, use_cache=True)
+                logp = torch.log_softmax(c_out.logits.float(), dim=-1)  # [R, C, V]
+                # token k of a candidate is predicted by position k-1; token 0 by the prompt's last position
+                tok_logp = torch.empty(c_ids.shape, dtype=torch.float32, device=self.device)
+                tok_logp[:, 0] = first_logp.index_select(0, row_prompt).gather(1, c_ids[:, :1]).squeeze(1)
+                if c_ids.shape[1] > 1:
+                    tok_logp[:, 1:] = logp[:, :-1].gather(2, c_ids[:, 1:, None]).squeeze(2)
+                sums = (tok_logp * c_mask).sum(-1).tolist()
+                lens = c_mask.sum(-1).tolist()
+            it = iter(zip(sums, lens)) if rows else iter(())
+            for i, cs in enumerate(cands):
+                for c in cs:
+                    if c:
+                        s, n = next(it)
+                        results[i].append(ContinuationScore(float(s), int(n)))
+                    else:
+                        results[i].append(ContinuationScore(0.0, 0))
+        return results
+
+    def score_naive(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
+        """Reference scoring: re-encode prompt+candidate in full for every pair (benchmarks, tests)."""
+        import torch
+
+        self.stats.calls += 1
+        pairs = [(self.encode(p), self.encode(c)) for p, cs in zip(prompts, candidates) for c in cs]
+        flat: list[ContinuationScore] = []
+        pad = self.tokenizer.pad_token_id
+        for chunk in self._chunks(len(pairs)):
+            seqs = [pairs[k][0] + pairs[k][1] for k in chunk]
+            self.stats.prompt_tokens += sum(map(len, seqs))
+            ids, mask = _right_pad(seqs, pad, self.device)
+            with torch.inference_mode():
+                logp = torch.log_softmax(self.lm(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            for row, k in enumerate(chunk):
+                p_len, c = len(pairs[k][0]), pairs[k][1]
+                if not c:
+                    flat.append(ContinuationScore(0.0, 0))
+                    continue
+                idx = torch.arange(p_len - 1, p_len - 1 + len(c), device=self.device)
+                target = torch.tensor(c, device=self.device)
+                flat.append(ContinuationScore(float(logp[row, idx].gather(1, target[:, None]).sum()), len(c)))
+        it = iter(flat)
+        return [[next(it) for _ in cs] for cs in candidates]
+
+    # -- value -------------------------------------------------------------------------------
+    def value(self, texts: Sequence[str]) -> list[float]:
+        """Scalar head outputs, fp32, right-padded batches."""
+        import torch
+
+        if not texts:
+            return []
+        self.stats.calls += 1
+        out: list[float] = []
+        pad = self.tokenizer.pad_token_id
+        for chunk in self._chunks(len(texts)):
+            seqs = [self.encode(texts[k]) or [pad] for k in chunk]
+            self.stats.prompt_tokens += sum(map(len, seqs))
+            ids, mask = _right_pad(seqs, pad, self.device)
+            with torch.inference_mode():
+                logits = self.value_model(input_ids=ids, attention_mask=mask).logits
+            out.extend(float(v) for v in logits[:, 0].float().tolist())
+        return out
+
+
+def _left_pad(seqs: list[list[int]], pad: int, device: str) -> tuple[Any, Any]:
+    import torch
+
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _right_pad(seqs: list[list[int]], pad: int, device: str) -> tuple[Any, Any]:
+    import torch
+
+    width = max(1, max(map(len, seqs)))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)

@@ -1,0 +1,99 @@
+"""The LLM policy: candidate actions from a language model, batched across states.
+
+Two modes:
+
+* ``score``: rank the state's admissible actions by the log-probability the model gives
+  `` <action>`` after the policy prompt (one ``Engine.score`` call for all states). Returns
+  the top ``min(n, #admissible)`` actions. States with no known admissible actions (simulated
+  ones) are sampled instead.
+* ``sample``: sample ``n`` answers per state (one ``Engine.generate`` call) and parse each into
+  an admissible action (exact, then normalized match). A miss keeps the parsed text — the game
+  answers "Nothing happens." — or ``look`` when nothing was parsed; misses are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+from mpr.config import require
+from mpr.core import State
+from mpr.engine import Engine, SamplingConfig
+from mpr.prompts import ChatFormat, action_continuation, parse_action, policy_prompt
+
+log = logging.getLogger(__name__)
+
+MODES = ("score", "sample")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    mode: str = "score"
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 48
+    seed: int = 0
+    length_normalize: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.mode in MODES, f"policy mode must be one of {MODES}, got {self.mode!r}")
+        SamplingConfig(self.temperature, self.top_p, self.max_new_tokens)  # validates the sampling fields
+
+
+class LLMPolicy:
+    """``propose(states, n)[i]``: candidate actions for ``states[i]`` from one batched model call per mode."""
+
+    def __init__(self, engine: Engine, config: PolicyConfig = PolicyConfig()):
+        self.engine = engine
+        self.config = config
+        self.chat = ChatFormat.from_tokenizer(getattr(engine, "tokenizer", None))
+        self.parse_misses = 0
+        self.parsed = 0
+        self._calls = 0
+
+    def prompt(self, state: State, mode: str) -> str:
+        return policy_prompt(state, self.chat, mode, self.engine.count_tokens, self.engine.config.max_length)
+
+    def propose(self, states: Sequence[State], n: int = 1) -> list[list[str]]:
+        out: list[list[str]] = [[] for _ in states]
+        scored = [i for i, s in enumerate(states) if self.config.mode == "score" and s.admissible]
+        sampled = [i for i in range(len(states)) if i not in set(scored)]
+        if scored:
+            ranked = self.rank([states[i] for i in scored])
+            for i, r in zip(scored, ranked):
+                out[i] = [a for a, _ in r[:n]]
+        if sampled:
+            for i, acts in zip(sampled, self._sample([states[i] for i in sampled], n)):
+                out[i] = acts
+        return out
+
+    def rank(self, states: Sequence[State]) -> list[list[tuple[str, float]]]:
+        """Admissible actions of each state with their log-probs, best first (stable on ties)."""
+        prompts = [self.prompt(s, "score") for s in states]
+        scores = self.engine.score(prompts, [[action_continuation(a) for a in s.admissible] for s in states])
+        ranked = []
+        for s, sc in zip(states, scores):
+            vals = [x.mean_logprob if self.config.length_normalize else x.logprob for x in sc]
+            order = sorted(range(len(vals)), key=lambda k: -vals[k])
+            ranked.append([(s.admissible[k], vals[k]) for k in order])
+        return ranked
+
+    def _sample(self, states: Sequence[State], n: int) -> list[list[str]]:
+        c = self.config
+        sampling = SamplingConfig(c.temperature, c.top_p, c.max_new_tokens, stop=("\n\n", "<|im_end|>"),
+                                  seed=c.seed + self._calls)
+        self._calls += 1
+        gens = self.engine.generate([self.prompt(s, "sample") for s in states], n, sampling)
+        out = []
+        for s, row in zip(states, gens):
+            acts = []
+            for g in row:
+                parsed = parse_action(g.text, s.admissible)
+                self.parsed += 1
+                if not parsed.matched:
+                    self.parse_misses += 1
+                    log.debug("unparsable policy output for %s: %r", s.task_id, g.text[:80])
+                acts.append(parsed.action or "look")
+            out.append(acts)
+        return out

@@ -1,0 +1,153 @@
+"""Every prompt mpr sends to a model is rendered here, so siblings share byte-identical prefixes.
+
+A state renders as: the task, then the history of (action, observation) turns, then the
+current observation and the admissible actions. Two states that differ only in their last
+turn render to strings whose common prefix covers everything before that turn, which is what
+lets engines reuse KV caches across siblings.
+
+Policy prompt (the seed paper's format): the model answers ``REASON: ... ACTION: ...``.
+For ranking actions by log-probability ("score" mode) the assistant turn is pre-filled up to
+``ACTION:`` and each admissible action is scored as the continuation `` <action>``.
+
+Truncation rule: when a prompt would exceed the token budget, whole turns are dropped from the
+oldest end of the history (never the task, the initial room description, the current
+observation or the action list), and a line ``[N earlier turns omitted]`` marks the cut.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from mpr.core import State
+
+POLICY_SYSTEM = (
+    "You are an agent in a household text game. Each turn, think briefly about what to do, then pick exactly "
+    "one of the admissible actions. Answer in the form:\nREASON: <one sentence>\nACTION: <an admissible action>"
+)
+REASON_PREFIX = "REASON:"
+ACTION_PREFIX = "ACTION:"
+CHATML = ("<|im_start|>", "<|im_end|>")
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How chat messages become text for one tokenizer: ``render(messages) -> str`` with the
+    generation prompt appended. Built from the tokenizer's chat template when it has one."""
+
+    render: Callable[[list[dict[str, str]]], str]
+
+    @staticmethod
+    def chatml() -> "ChatFormat":
+        def render(messages: list[dict[str, str]]) -> str:
+            body = "".join(f"{CHATML[0]}{m['role']}\n{m['content']}{CHATML[1]}\n" for m in messages)
+            return body + f"{CHATML[0]}assistant\n"
+
+        return ChatFormat(render)
+
+    @staticmethod
+    def from_tokenizer(tokenizer: object) -> "ChatFormat":
+        if getattr(tokenizer, "chat_template", None):
+            def render(messages: list[dict[str, str]]) -> str:
+                return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)  # type: ignore[attr-defined]
+
+            return ChatFormat(render)
+        return ChatFormat.chatml()
+
+
+def render_turns(state: State, skip: int = 0) -> str:
+    """Task, initial observation and history, oldest first; ``skip`` drops the oldest turns."""
+    lines = [f"Your task is to: {state.goal}", "", f"Observation: {state.initial}"]
+    if skip:
+        lines.append(f"[{skip} earlier turns omitted]")
+    for turn in state.turns[skip:]:
+        lines += [f"> {turn.action}", f"Observation: {turn.observation}"]
+    return "\n".join(lines)
+
+
+def render_admissible(actions: Sequence[str]) -> str:
+    return "Admissible actions: " + ", ".join(actions) if actions else "Admissible actions: (unknown)"
+
+
+def policy_user_message(state: State, skip: int = 0) -> str:
+    return f"{render_turns(state, skip)}\n\n{render_admissible(state.admissible)}\nWhat is your next action?"
+
+
+def policy_prompt(
+    state: State,
+    chat: ChatFormat,
+    mode: str = "sample",
+    count_tokens: Callable[[str], int] | None = None,
+    max_tokens: int | None = None,
+) -> str:
+    """The policy prompt for ``state``.
+
+    mode "sample": ends where the model starts writing (it should answer ``REASON: ... ACTION: ...``).
+    mode "score": ends with ``ACTION:`` so candidates are scored as `` <action>`` continuations.
+    With ``count_tokens`` and ``max_tokens``, the oldest turns are dropped until it fits.
+    """
+    if mode not in ("sample", "score"):
+        raise ValueError(f"mode must be 'sample' or 'score', got {mode!r}")
+    suffix = "" if mode == "sample" else f"{REASON_PREFIX} choose the best admissible action.\n{ACTION_PREFIX}"
+
+    def render(skip: int) -> str:
+        messages = [{"role": "system", "content": POLICY_SYSTEM},
+                    {"role": "user", "content": policy_user_message(state, skip)}]
+        return chat.render(messages) + suffix
+
+    return fit(render, len(state.turns), count_tokens, max_tokens)
+
+
+def fit(render: Callable[[int], str], num_turns: int, count_tokens: Callable[[str], int] | None,
+        max_tokens: int | None) -> str:
+    """``render(skip)`` with the smallest ``skip`` (oldest turns dropped) that fits the budget."""
+    text = render(0)
+    if count_tokens is None or max_tokens is None or count_tokens(text) <= max_tokens:
+        return text
+    lo, hi = 1, num_turns  # binary search on the number of dropped turns
+    best = render(num_turns)
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        candidate = render(mid)
+        if count_tokens(candidate) <= max_tokens:
+            best, hi = candidate, mid - 1
+        else:
+            lo = mid + 1
+    return best
+
+
+def action_continuation(action: str) -> str:
+    """The text scored after a "score"-mode prompt."""
+    return f" {action}"
+
+
+_SPACES = re.compile(r"\s+")
+_EDGES = re.compile(r"^[\s>\"'`]+|[\s.!;:,\"'`]+$")
+
+
+def normalize_action(text: str) -> str:
+    """Lowercase, collapse whitespace, strip quotes, trailing punctuation and a leading '>'."""
+    text = _SPACES.sub(" ", text.strip().lower())
+    return _EDGES.sub("", text)
+
+
+@dataclass(frozen=True)
+class ParsedAction:
+    action: str  # the admissible action matched, or the raw parsed text on a miss
+    matched: bool
+
+
+def parse_action(output: str, admissible: Sequence[str]) -> ParsedAction:
+    """Map model output to an admissible action: the text after the last ``ACTION:`` (or the
+    first line if there is none), matched exactly, then after normalization."""
+    i = output.rfind(ACTION_PREFIX)
+    raw = output[i + len(ACTION_PREFIX):] if i != -1 else output
+    raw = raw.strip().splitlines()[0].strip() if raw.strip() else ""
+    if raw in admissible:
+        return ParsedAction(raw, True)
+    norm = normalize_action(raw)
+    by_norm = {normalize_action(a): a for a in admissible}
+    if norm in by_norm:
+        return ParsedAction(by_norm[norm], True)
+    return ParsedAction(norm, False)

