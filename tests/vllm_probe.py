@@ -1,0 +1,34 @@
+"""Run in a subprocess by test_vllm.py: vLLM binds threads and memory process-wide, so it is kept
+out of the pytest process. Prints one JSON object comparing vLLM with HF on the given models."""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+from mpr.engine import EngineConfig, SamplingConfig  # noqa: E402
+from mpr.hf_engine import HFEngine  # noqa: E402
+from mpr.vllm_engine import VLLMEngine  # noqa: E402
+
+lm_dir, value_dir = sys.argv[1], sys.argv[2]
+prompts = ["Your task is to: put a mug in desk.\n> go to", "You are in the middle of a room."]
+cands = [[" desk 1", " shelf 2", " look around", ""], [" go to desk 1", " x"]]
+texts = ["You arrive at desk 1.", "Your task is to: heat some egg and put it in garbagecan. > open microwave 1"]
+config = dict(threads=1, dtype="fp32")
+v_lm = VLLMEngine(EngineConfig(model=lm_dir, backend="vllm", **config))
+v_val = VLLMEngine(EngineConfig(model=value_dir, backend="vllm", **config))
+h_lm = HFEngine(EngineConfig(model=lm_dir, **config))
+h_val = HFEngine(EngineConfig(model=value_dir, **config))
+sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, seed=5)
+gen_a, gen_b = v_lm.generate(prompts, 3, sampling), v_lm.generate(prompts, 3, sampling)
+print(json.dumps({
+    "vllm_score": [[s.logprob for s in r] for r in v_lm.score(prompts, cands)],
+    "hf_score": [[s.logprob for s in r] for r in h_lm.score(prompts, cands)],
+    "vllm_tokens": [[s.num_tokens for s in r] for r in v_lm.score(prompts, cands)],
+    "hf_tokens": [[s.num_tokens for s in r] for r in h_lm.score(prompts, cands)],
+    "vllm_value": v_val.value(texts),
+    "hf_value": h_val.value(texts),
+    "gen_shape": [len(r) for r in gen_a],
+    "gen_deterministic": [[g.text for g in r] for r in gen_a] == [[g.text for g in r] for r in gen_b],
+}))
