@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 from mpr.config import require
 
@@ -124,6 +124,29 @@ class Engine(Protocol):
     def value(self, texts: Sequence[str]) -> list[float]: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+
+class TokenizerMixin:
+    """What both engines do with their HF tokenizer, and the score verb's argument contract."""
+
+    tokenizer: Any
+    stats: EngineStats
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` with no special tokens added (prompts carry their own)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def _start_score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> bool:
+        """Validate ``score`` arguments and count the call; False when there is nothing to score."""
+        if len(prompts) != len(candidates):
+            raise ValueError("score: prompts and candidates differ in length")
+        if not prompts:
+            return False
+        self.stats.calls += 1
+        return True
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:

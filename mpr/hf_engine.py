@@ -13,7 +13,15 @@ import logging
 import time
 from typing import Any, Sequence
 
-from mpr.engine import ContinuationScore, EngineConfig, EngineStats, Generation, SamplingConfig, truncate_at_stop
+from mpr.engine import (
+    ContinuationScore,
+    EngineConfig,
+    EngineStats,
+    Generation,
+    SamplingConfig,
+    TokenizerMixin,
+    truncate_at_stop,
+)
 from mpr.errors import MprError
 from mpr.models import quiet_transformers, resolve_model
 
@@ -44,7 +52,7 @@ def resolve_dtype(name: str, device: str) -> Any:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
-class HFEngine:
+class HFEngine(TokenizerMixin):
     """Engine over a transformers causal LM (generate, score) and/or value model (value).
 
     The causal LM and the value model load lazily on first use of a verb that needs
@@ -109,13 +117,6 @@ class HFEngine:
         return model.to(self.device).eval()
 
     # -- helpers ---------------------------------------------------------------------------
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` with no special tokens added (prompts carry their own)."""
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
     def _chunks(self, n: int) -> list[range]:
         b = self.config.batch_size
         return [range(i, min(n, i + b)) for i in range(0, n, b)]
@@ -162,11 +163,8 @@ class HFEngine:
     # -- score -------------------------------------------------------------------------------
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
         """Log-prob of each candidate given its prompt; each prompt is encoded once (see module doc)."""
-        if len(prompts) != len(candidates):
-            raise ValueError("score: prompts and candidates differ in length")
-        if not prompts:
+        if not self._start_score(prompts, candidates):
             return []
-        self.stats.calls += 1
         prompt_ids = [self.encode(p) for p in prompts]
         cand_ids = [[self.encode(c) for c in cs] for cs in candidates]
         results: list[list[ContinuationScore]] = [[] for _ in prompts]
@@ -252,7 +250,8 @@ class HFEngine:
         """Reference scoring: re-encode prompt+candidate in full for every pair (benchmarks, tests)."""
         import torch
 
-        self.stats.calls += 1
+        if not self._start_score(prompts, candidates):
+            return []
         pairs = [(self.encode(p), self.encode(c)) for p, cs in zip(prompts, candidates) for c in cs]
         flat: list[ContinuationScore] = []
         pad = self.tokenizer.pad_token_id

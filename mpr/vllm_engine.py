@@ -20,7 +20,15 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from mpr.engine import ContinuationScore, EngineConfig, EngineStats, Generation, SamplingConfig, truncate_at_stop
+from mpr.engine import (
+    ContinuationScore,
+    EngineConfig,
+    EngineStats,
+    Generation,
+    SamplingConfig,
+    TokenizerMixin,
+    truncate_at_stop,
+)
 from mpr.errors import MprError
 from mpr.models import quiet_transformers, resolve_model
 
@@ -39,7 +47,7 @@ def _import_vllm(threads: int) -> Any:
     return vllm
 
 
-class VLLMEngine:
+class VLLMEngine(TokenizerMixin):
     def __init__(self, config: EngineConfig = EngineConfig()):
         self.config = config
         self.stats = EngineStats()
@@ -86,12 +94,6 @@ class VLLMEngine:
         _RESERVED = min(0.9, _RESERVED + self.config.vllm_memory_fraction)
         return {"enforce_eager": True, "gpu_memory_utilization": _RESERVED}
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
     def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
         from vllm.inputs import TokensPrompt
 
@@ -117,11 +119,8 @@ class VLLMEngine:
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
         from vllm.inputs import TokensPrompt
 
-        if len(prompts) != len(candidates):
-            raise ValueError("score: prompts and candidates differ in length")
-        if not prompts:
+        if not self._start_score(prompts, candidates):
             return []
-        self.stats.calls += 1
         pairs = [(self.encode(p), self.encode(c)) for p, cs in zip(prompts, candidates) for c in cs]
         todo = [k for k, (_, c) in enumerate(pairs) if c]
         params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
