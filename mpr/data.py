@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from mpr.errors import DataMissingError, GameFileError, MprError, TaskNotFoundError
 

@@ -149,6 +149,23 @@ class TokenizerMixin:
         return True
 
 
+def cpu_supports_bf16() -> bool:
+    """AMX or AVX512-BF16 on this CPU (without them bf16 matmuls are slower than fp32)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def auto_dtype(name: str, device: str) -> str:
+    """Resolve "auto" to "bf16" or "fp32" for ``device`` ("cpu" or "cuda"); other names pass through."""
+    if name != "auto":
+        return name
+    return "bf16" if device == "cuda" or cpu_supports_bf16() else "fp32"
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     """Cut ``text`` at the first occurrence of any stop string."""
     cut = len(text)

@@ -98,8 +98,8 @@ class AlfworldGame:
     any other game. Heavy imports happen on first use.
     """
 
-    def __init__(self, config: EnvConfig = EnvConfig()):
-        self.config = config
+    def __init__(self, config: EnvConfig | None = None):
+        self.config = config or EnvConfig()
         self.task: Task | None = None
         self._env: Any = None
         self._loaded_file: Path | None = None
@@ -253,11 +253,12 @@ class SerialEnv:
     def __init__(
         self,
         num_slots: int = 1,
-        config: EnvConfig = EnvConfig(),
+        config: EnvConfig | None = None,
         make_game: Callable[[], Any] | None = None,
     ):
         require(num_slots >= 1, f"num_slots must be >= 1, got {num_slots}")
         self.num_slots = num_slots
+        config = config or EnvConfig()
         make = make_game or (lambda: AlfworldGame(config))
         self._games = [make() for _ in range(num_slots)]
         self._done: dict[int, TimeStep] = {}

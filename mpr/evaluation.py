@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,9 +35,10 @@ class EvalConfig:
     task_type: str | None = None
     seed: int = 0
     workers: int = 2
-    env: EnvConfig = EnvConfig()
-    model: EngineConfig = EngineConfig()
-    policy: PolicyConfig = PolicyConfig()
+    # default_factory: read $MPR_CACHE_DIR / $MPR_THREADS when the config is made, not at import
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: EngineConfig = field(default_factory=EngineConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def __post_init__(self) -> None:
         require(self.agent in AGENTS, f"unknown agent {self.agent!r}; choose one of: {', '.join(AGENTS)}")
@@ -161,15 +162,17 @@ def play(
     task: str,
     agent: str = "expert",
     seed: int = 0,
-    env_config: EnvConfig = EnvConfig(),
+    env_config: EnvConfig | None = None,
     echo: Callable[[str], None] = print,
-    model: EngineConfig = EngineConfig(),
-    policy_config: PolicyConfig = PolicyConfig(),
+    model: EngineConfig | None = None,
+    policy_config: PolicyConfig | None = None,
 ) -> EpisodeResult:
     """Run one episode in this process and print it step by step."""
     from planners.greedy import GreedyPlanner
 
     require(agent in AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS)}")
+    env_config, model = env_config or EnvConfig(), model or EngineConfig()
+    policy_config = policy_config or PolicyConfig()
     resolved = resolve_task(task, env_config.data_dir)
     policy = build_policy(agent, seed, env_config.data_dir, model, policy_config)
     env = SerialEnv(1, env_config)

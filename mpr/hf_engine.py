@@ -10,7 +10,6 @@ them, and the result equals re-encoding prompt+candidate in full (tested to 1e-4
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Sequence
 
 from mpr.engine import (
@@ -20,6 +19,7 @@ from mpr.engine import (
     Generation,
     SamplingConfig,
     TokenizerMixin,
+    auto_dtype,
     truncate_at_stop,
 )
 from mpr.errors import MprError
@@ -31,25 +31,13 @@ SCORE_TOKENS = 2048
 """Packed candidate tokens (rows x padded width) per scoring forward pass."""
 
 
-def cpu_supports_bf16() -> bool:
-    """AMX or AVX512-BF16 on this CPU (where bf16 matmuls are fast)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def resolve_dtype(name: str, device: str) -> Any:
     import torch
 
-    if name == "fp32":
-        return torch.float32
+    name = auto_dtype(name, device)
     if name == "bf16":
-        return torch.bfloat16
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+        return torch.bfloat16 if device == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
 
 
 class HFEngine(TokenizerMixin):
@@ -59,9 +47,10 @@ class HFEngine(TokenizerMixin):
     them; a value-model directory (``*ForSequenceClassification``) only serves ``value``.
     """
 
-    def __init__(self, config: EngineConfig = EngineConfig()):
+    def __init__(self, config: EngineConfig | None = None):
         import torch
 
+        config = config or EngineConfig()
         self.config = config
         self.stats = EngineStats()
         self.path = resolve_model(config.model)

