@@ -15,7 +15,8 @@ lm_dir, value_dir = sys.argv[1], sys.argv[2]
 prompts = ["Your task is to: put a mug in desk.\n> go to", "You are in the middle of a room."]
 cands = [[" desk 1", " shelf 2", " look around", ""], [" go to desk 1", " x"]]
 texts = ["You arrive at desk 1.", "Your task is to: heat some egg and put it in garbagecan. > open microwave 1"]
-config = dict(threads=1, dtype="fp32")
+# Tiny models need little KV cache; small reservations keep the probe independent of free RAM.
+config = dict(threads=1, dtype="fp32", vllm_memory_fraction=0.06)
 v_lm = VLLMEngine(EngineConfig(model=lm_dir, backend="vllm", **config))
 v_val = VLLMEngine(EngineConfig(model=value_dir, backend="vllm", **config))
 h_lm = HFEngine(EngineConfig(model=lm_dir, **config))
