@@ -130,16 +130,17 @@ def verify_counts(root: Path) -> dict[str, int]:
 
 def write_traj_data(root: Path) -> int:
     """Write traj_data.json next to every game file lacking one; returns how many were written."""
-    written = 0
-    for split in SPLITS:
-        for game_file in iter_game_files(root, split):
-            target = game_file.parent / TRAJ_DATA_FILENAME
-            if target.exists():
-                continue
-            params = parse_task_folder(game_file.parent.parent.name)
-            atomic_write_text(target, json.dumps(traj_data_for(params), indent=1))
-            written += 1
-    return written
+    return sum(ensure_traj_data(f.parent) for split in SPLITS for f in iter_game_files(root, split))
+
+
+def ensure_traj_data(trial_dir: Path) -> bool:
+    """Write ``trial_dir/traj_data.json`` from its task folder name if missing; True if written."""
+    target = trial_dir / TRAJ_DATA_FILENAME
+    if target.exists():
+        return False
+    params = parse_task_folder(trial_dir.parent.name)
+    atomic_write_text(target, json.dumps(traj_data_for(params), indent=1))
+    return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -166,6 +166,12 @@ def auto_dtype(name: str, device: str) -> str:
     return "bf16" if device == "cuda" or cpu_supports_bf16() else "fp32"
 
 
+def regroup(flat: Sequence[Any], candidates: Sequence[Sequence[str]]) -> list[list[Any]]:
+    """Split a flat list (one item per candidate, in order) back into one list per prompt."""
+    it = iter(flat)
+    return [[next(it) for _ in cs] for cs in candidates]
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     """Cut ``text`` at the first occurrence of any stop string."""
     cut = len(text)

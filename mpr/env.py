@@ -23,15 +23,7 @@ from typing import Any, Callable, Sequence
 
 from mpr.config import require
 from mpr.core import MAX_EPISODE_ACTIONS, TimeStep
-from mpr.data import (
-    TRAJ_DATA_FILENAME,
-    Task,
-    atomic_write_text,
-    parse_task_folder,
-    read_game_json,
-    resolve_task,
-    traj_data_for,
-)
+from mpr.data import Task, ensure_traj_data, read_game_json, resolve_task
 from mpr.errors import GameFileError, MprError
 
 log = logging.getLogger(__name__)
@@ -229,16 +221,11 @@ class _HandcodedExpert:
 
 def _ensure_traj_data(task: Task) -> bool:
     """The handcoded expert reads traj_data.json beside the game; write it if we can."""
-    target = task.trial_dir / TRAJ_DATA_FILENAME
-    if target.exists():
-        return True
     try:
-        import json
-
-        atomic_write_text(target, json.dumps(traj_data_for(parse_task_folder(task.trial_dir.parent.name))))
+        ensure_traj_data(task.trial_dir)
         return True
     except (OSError, MprError) as exc:
-        log.warning("expert disabled for %s: cannot write %s (%s)", task.id, target, exc)
+        log.warning("expert disabled for %s: cannot write traj_data.json (%s)", task.id, exc)
         return False
 
 

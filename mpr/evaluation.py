@@ -25,6 +25,10 @@ from mpr.policy import PolicyConfig
 AGENTS = BUILTIN_AGENTS + ("llm",)
 
 
+def check_agent(agent: str) -> None:
+    require(agent in AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS)}")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """What to evaluate. ``workers=0`` plays in this process (no timeouts)."""
@@ -41,7 +45,7 @@ class EvalConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def __post_init__(self) -> None:
-        require(self.agent in AGENTS, f"unknown agent {self.agent!r}; choose one of: {', '.join(AGENTS)}")
+        check_agent(self.agent)
         require(self.split in SPLITS, f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
         require(
             self.task_type is None or self.task_type in TASK_TYPES,
@@ -170,7 +174,7 @@ def play(
     """Run one episode in this process and print it step by step."""
     from planners.greedy import GreedyPlanner
 
-    require(agent in AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS)}")
+    check_agent(agent)
     env_config, model = env_config or EnvConfig(), model or EngineConfig()
     policy_config = policy_config or PolicyConfig()
     resolved = resolve_task(task, env_config.data_dir)

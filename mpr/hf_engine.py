@@ -20,6 +20,7 @@ from mpr.engine import (
     SamplingConfig,
     TokenizerMixin,
     auto_dtype,
+    regroup,
     truncate_at_stop,
 )
 from mpr.errors import MprError
@@ -258,8 +259,7 @@ class HFEngine(TokenizerMixin):
                 idx = torch.arange(p_len - 1, p_len - 1 + len(c), device=self.device)
                 target = torch.tensor(c, device=self.device)
                 flat.append(ContinuationScore(float(logp[row, idx].gather(1, target[:, None]).sum()), len(c)))
-        it = iter(flat)
-        return [[next(it) for _ in cs] for cs in candidates]
+        return regroup(flat, candidates)
 
     # -- value -------------------------------------------------------------------------------
     def value(self, texts: Sequence[str]) -> list[float]:

@@ -28,6 +28,7 @@ from mpr.engine import (
     SamplingConfig,
     TokenizerMixin,
     auto_dtype,
+    regroup,
     truncate_at_stop,
 )
 from mpr.errors import MprError
@@ -152,8 +153,7 @@ class VLLMEngine(TokenizerMixin):
             logprobs = o.prompt_logprobs  # one dict per prompt position (None for the first)
             total = sum(logprobs[len(p) + j][tok].logprob for j, tok in enumerate(c))
             flat[k] = ContinuationScore(float(total), len(c))
-        it = iter(flat)
-        return [[next(it) for _ in cs] for cs in candidates]
+        return regroup(flat, candidates)
 
     def value(self, texts: Sequence[str]) -> list[float]:
         if not texts:
