@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from mpr.core import State
 from mpr.data import load_walkthrough, resolve_task

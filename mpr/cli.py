@@ -76,7 +76,8 @@ def tasks_cmd(split: str, task_type: str | None, limit: int | None, data_dir: st
 # -- episodes ---------------------------------------------------------------------------
 
 _AGENT_HELP = ("walkthrough (replays the game's solution), expert (ALFWorld's handcoded expert), random, "
-               "or llm (a language-model policy, see --model).")
+               "llm (a language-model policy, see --model), policy (a trained policy, --policy CKPT) "
+               "or prm (the admissible action a trained PRM scores highest, --prm CKPT).")
 
 
 def model_options(fn: Any) -> Any:
@@ -90,13 +91,17 @@ def model_options(fn: Any) -> Any:
         click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True),
         click.option("--threads", type=int, default=0, help="torch threads (0: $MPR_THREADS or the core count)."),
         click.option("--batch-size", type=int, default=16, show_default=True),
+        click.option("--policy", "policy_ckpt", type=click.Path(), default=None,
+                     help="A policy checkpoint (`mpr train policy`), for --agent policy."),
+        click.option("--prm", type=click.Path(), default=None, help="A PRM checkpoint (`mpr train prm`), for --agent prm."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _model_configs(model: str, policy_mode: str, backend: str, dtype: str, threads: int, batch_size: int) -> Any:
+def _model_configs(model: str, policy_mode: str, backend: str, dtype: str, threads: int, batch_size: int,
+                   **_checkpoints: Any) -> Any:
     from mpr.engine import EngineConfig
     from mpr.policy import PolicyConfig
 
@@ -127,7 +132,7 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
     engine, policy = _model_configs(**model_flags)
     config = EvalConfig(agent=agent, split=split, limit=limit, task_type=task_type, seed=seed, workers=workers,
                         env=EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=(agent == "expert")),
-                        model=engine, policy=policy)
+                        model=engine, policy=policy, policy_ckpt=model_flags["policy_ckpt"], prm=model_flags["prm"])
     evaluate(config, out, progress=not no_progress, echo=click.echo)
 
 
@@ -137,15 +142,248 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-actions", type=int, default=30, show_default=True)
 @click.option("--data-dir", type=click.Path(), default=None)
+@click.option("--world", type=click.Path(), default=None,
+              help="A world-model checkpoint: print its prediction beside every real observation.")
 @model_options
-def plan_cmd(task: str, agent: str, seed: int, max_actions: int, data_dir: str | None, **model_flags: Any) -> None:
+def plan_cmd(task: str, agent: str, seed: int, max_actions: int, data_dir: str | None, world: str | None,
+             **model_flags: Any) -> None:
     """Run one episode and print its trajectory."""
     from mpr.env import EnvConfig
     from mpr.evaluation import play
 
     engine, policy = _model_configs(**model_flags)
     play(task, agent, seed, EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=(agent == "expert")),
-         echo=click.echo, model=engine, policy_config=policy)
+         echo=click.echo, model=engine, policy_config=policy, policy_ckpt=model_flags["policy_ckpt"],
+         prm=model_flags["prm"], world=world)
+
+
+# -- training ---------------------------------------------------------------------------
+
+
+def engine_options(fn: Any) -> Any:
+    """Flags that run a model whose weights come from elsewhere (a checkpoint)."""
+    options = [
+        click.option("--backend", type=click.Choice(["hf", "vllm", "auto"]), default="hf", show_default=True),
+        click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True),
+        click.option("--threads", type=int, default=0, help="torch threads (0: $MPR_THREADS or the core count)."),
+        click.option("--batch-size", type=int, default=16, show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@main.command("rollout")
+@click.option("--policy", default="expert", show_default=True,
+              help="walkthrough, expert, random, llm (the default model), or a policy checkpoint dir.")
+@click.option("--split", default="train", show_default=True)
+@click.option("--limit", type=int, default=None, help="At most N games (round-robin over task types).")
+@click.option("--task-type", default=None)
+@click.option("--repeats", type=int, default=1, show_default=True, help="Rollouts per game (K).")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="LLM policies: sample actions from softmax(log-prob / T); 0 = greedy.")
+@click.option("--epsilon", type=float, default=0.0, show_default=True,
+              help="Probability of a random admissible action per step (exploration noise).")
+@click.option("--reset-half", type=float, default=0.0, show_default=True,
+              help="Fraction of rollouts started from a walkthrough state (reset-50-50: 0.5).")
+@click.option("--steer-prob", type=float, default=0.0, show_default=True,
+              help="LLM policies: probability of the exploration prompt per step (steered exploration).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="Env worker processes (0: in-process).")
+@click.option("--max-actions", type=int, default=30, show_default=True)
+@click.option("--data-dir", type=click.Path(), default=None)
+@click.option("--out", required=True, type=click.Path(), help="Rollouts dir; rerunning with it resumes.")
+@click.option("--no-progress", is_flag=True)
+@engine_options
+def rollout_cmd(policy: str, split: str, limit: int | None, task_type: str | None, repeats: int,
+                temperature: float, epsilon: float, reset_half: float, steer_prob: float, seed: int, workers: int,
+                max_actions: int, data_dir: str | None, out: str, no_progress: bool, backend: str, dtype: str,
+                threads: int, batch_size: int) -> None:
+    """Roll out a policy K times per game and record every transition (append-only, resumable)."""
+    from mpr.engine import EngineConfig
+    from mpr.env import EnvConfig
+    from training.rollout import RolloutConfig, rollout
+
+    config = RolloutConfig(policy=policy, split=split, limit=limit, task_type=task_type, repeats=repeats,
+                           temperature=temperature, epsilon=epsilon, reset_half=reset_half, steer_prob=steer_prob,
+                           seed=seed, workers=workers, env=EnvConfig(data_dir=data_dir, max_actions=max_actions),
+                           model=EngineConfig(backend=backend, dtype=dtype, threads=threads, batch_size=batch_size))
+    rollout(config, out, progress=not no_progress, echo=click.echo)
+
+
+def train_options(fn: Any) -> Any:
+    """Flags every `mpr train` stage takes: output, preset, overrides."""
+    options = [
+        click.option("--out", required=True, type=click.Path(), help="Checkpoint dir; rerunning with it resumes."),
+        click.option("--preset", default="tiny", show_default=True,
+                     help="tiny (tiny from-scratch models, CI) or cpu-small (SmolLM2-135M + LoRA); "
+                          "see training/presets/."),
+        click.option("--config", "config_file", type=click.Path(), default=None,
+                     help="A YAML file whose stage sections override the preset."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override one training setting, e.g. --set lr=5e-4 (repeatable)."),
+        click.option("--no-progress", is_flag=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _train_config(stage: str, preset: str, config_file: str | None, overrides: tuple[str, ...]) -> Any:
+    from training.common import load_train_config
+
+    return load_train_config(stage, preset, config_file, overrides)
+
+
+def _report(meta: dict) -> None:
+    import json
+
+    metrics = meta.get("metrics") or {}
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+    if shown:
+        click.echo("metrics: " + json.dumps(shown, default=str))
+
+
+@main.group()
+def train() -> None:
+    """Train the PRM, the world model and the policy from rollouts (resumable)."""
+
+
+@train.command("prm")
+@click.option("--rollouts", "rollouts", multiple=True, required=True, type=click.Path(),
+              help="Rollout dir(s) from `mpr rollout` (learner rollouts for --objective inverse).")
+@click.option("--objective", type=click.Choice(["agentprm", "inverse"]), default="agentprm", show_default=True)
+@click.option("--demos", multiple=True, type=click.Path(), help="InversePRM: expert demonstration dir(s).")
+@click.option("--policy", "policy_name", default=None,
+              help="InversePRM: the current policy that draws a' at expert next states (a checkpoint dir or random).")
+@click.option("--shaping-ref", default=None, type=click.Path(),
+              help="AgentPRM: a `value` checkpoint (V_ref); train on shaped targets γ^t·r + γV(s') − V(s).")
+@train_options
+def train_prm(rollouts: tuple[str, ...], objective: str, demos: tuple[str, ...], policy_name: str | None,
+              shaping_ref: str | None, out: str, preset: str, config_file: str | None, overrides: tuple[str, ...],
+              no_progress: bool) -> None:
+    """Train a process reward model (AgentPRM Monte-Carlo targets, or InversePRM from demonstrations)."""
+    from pathlib import Path
+
+    from mpr.errors import MprError
+
+    config = _train_config("prm", preset, config_file, overrides)
+    if objective == "agentprm":
+        from training.prm import train_agentprm
+
+        meta = train_agentprm(rollouts, Path(out), config, shaping_ref, not no_progress, click.echo)
+    else:
+        if not demos or not policy_name:
+            raise MprError("--objective inverse needs --demos (expert rollouts) and --policy (the current policy)")
+        from training.prm import train_inverse
+
+        meta = train_inverse(demos, rollouts, _next_action_policy(policy_name, config), policy_name, Path(out),
+                             config, not no_progress, click.echo)
+    _report(meta)
+
+
+def _next_action_policy(name: str, config: Any) -> Any:
+    """a' ~ π(s') for InversePRM: a builtin random policy or a policy checkpoint (score-sample)."""
+    from mpr.agents import make_policy
+    from mpr.errors import MprError
+
+    if name == "random":
+        policy = make_policy("random", config.seed)
+    elif name in ("expert", "walkthrough"):
+        raise MprError("--policy must be the learner's current policy (a checkpoint dir or random), not the expert")
+    else:
+        from training.policy import _current_policy
+        from mpr.checkpoints import load_checkpoint
+
+        policy = _current_policy(str(load_checkpoint(name, "policy", flag="--policy").path), config, config.seed)
+    return lambda states: [p[0] for p in policy.propose(states, 1)]
+
+
+@train.command("value")
+@click.option("--rollouts", multiple=True, required=True, type=click.Path(), help="The reference policy's rollouts.")
+@train_options
+def train_value_cmd(rollouts: tuple[str, ...], out: str, preset: str, config_file: str | None,
+                    overrides: tuple[str, ...], no_progress: bool) -> None:
+    """Train a reference value model V_ref(s) on Monte-Carlo state values (for --shaping-ref)."""
+    from pathlib import Path
+
+    from training.prm import train_value
+
+    _report(train_value(rollouts, Path(out), _train_config("value", preset, config_file, overrides),
+                        not no_progress, click.echo))
+
+
+@train.command("world")
+@click.option("--rollouts", multiple=True, required=True, type=click.Path(), help="Rollout / demonstration dir(s).")
+@click.option("--val-rollouts", multiple=True, type=click.Path(),
+              help="Held-out transitions for metrics (e.g. walkthroughs of valid_seen).")
+@train_options
+def train_world_cmd(rollouts: tuple[str, ...], val_rollouts: tuple[str, ...], out: str, preset: str,
+                    config_file: str | None, overrides: tuple[str, ...], no_progress: bool) -> None:
+    """Train the world model: a causal LM predicting the next observation."""
+    from pathlib import Path
+
+    from training.world import train_world
+
+    _report(train_world(rollouts, Path(out), _train_config("world", preset, config_file, overrides), val_rollouts,
+                        not no_progress, click.echo))
+
+
+@train.command("policy")
+@click.option("--sft", "method", flag_value="sft", default=True, help="π₀: SFT on --demos (default).")
+@click.option("--rft", "method", flag_value="rft", help="Rejection-sampling fine-tuning on PRM-best actions.")
+@click.option("--dpo", "method", flag_value="dpo", help="Online DPO against the PRM, KL-anchored to --init.")
+@click.option("--demos", multiple=True, type=click.Path(), help="SFT: demonstration dir(s).")
+@click.option("--rollouts", multiple=True, type=click.Path(), help="RFT/DPO: the current policy's rollouts.")
+@click.option("--prm", default=None, type=click.Path(), help="RFT/DPO: the PRM checkpoint.")
+@click.option("--init", default=None, type=click.Path(), help="RFT/DPO: the current policy checkpoint.")
+@train_options
+def train_policy_cmd(method: str, demos: tuple[str, ...], rollouts: tuple[str, ...], prm: str | None,
+                     init: str | None, out: str, preset: str, config_file: str | None, overrides: tuple[str, ...],
+                     no_progress: bool) -> None:
+    """Train the policy: SFT on demonstrations, or improve it against a PRM (RFT or online DPO)."""
+    import dataclasses
+    from pathlib import Path
+
+    from mpr.errors import MprError
+    from training import policy as tp
+
+    config = _train_config("policy", preset, config_file, overrides)
+    if method == "sft":
+        if not demos:
+            raise MprError("--sft needs --demos (expert demonstration rollouts)")
+        meta = tp.train_policy_sft(demos, Path(out), config, not no_progress, click.echo)
+    else:
+        if not (rollouts and prm and init):
+            raise MprError(f"--{method} needs --rollouts, --prm and --init (the current policy checkpoint)")
+        config = dataclasses.replace(config, base=init)
+        fn = tp.train_policy_rft if method == "rft" else tp.train_policy_dpo
+        meta = fn(rollouts, prm, Path(out), config, not no_progress, click.echo)
+    _report(meta)
+
+
+@train.command("iterate")
+@click.option("--policy", "policy_ckpt", required=True, type=click.Path(), help="The current policy checkpoint.")
+@click.option("--method", type=click.Choice(["rft", "dpo"]), default="rft", show_default=True)
+@click.option("--split", default="train", show_default=True)
+@click.option("--limit", type=int, default=None, help="Games to roll out on (default: the preset's).")
+@click.option("--repeats", type=int, default=None, help="Rollouts per game (default: the preset's).")
+@click.option("--reset-half", type=float, default=0.5, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@train_options
+def train_iterate_cmd(policy_ckpt: str, method: str, split: str, limit: int | None, repeats: int | None,
+                      reset_half: float, workers: int, seed: int, out: str, preset: str, config_file: str | None,
+                      overrides: tuple[str, ...], no_progress: bool) -> None:
+    """One AgentPRM iteration: rollouts of the policy -> Q targets -> PRM -> improved policy. Resumable."""
+    from pathlib import Path
+
+    from training.iterate import IterateConfig, iterate
+
+    config = IterateConfig(policy=policy_ckpt, method=method, split=split, limit=limit, repeats=repeats,
+                           reset_half=reset_half, workers=workers, seed=seed, preset=preset, config_file=config_file,
+                           overrides=tuple(overrides))
+    _report(iterate(config, Path(out), not no_progress, click.echo))
 
 
 # -- models -----------------------------------------------------------------------------

@@ -15,8 +15,10 @@ ever see pure values (``State``) and the pure ``WorldModel``; the stateful
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 MAX_EPISODE_ACTIONS = 30
 """The seed paper's cap on actions per ALFWorld episode."""
@@ -56,13 +58,22 @@ class State:
     def num_actions(self) -> int:
         return len(self.turns)
 
+    def digest(self) -> str:
+        """A stable content hash of what models see (task, goal, initial observation, turns);
+        equal states have equal digests across processes and runs (unlike ``hash``)."""
+        h = hashlib.sha1()
+        for part in (self.task_id, self.goal, self.initial, *(x for t in self.turns for x in (t.action, t.observation))):
+            h.update(part.encode())
+            h.update(b"\0")
+        return h.hexdigest()
+
     def after(
         self,
         action: str,
         observation: str,
         admissible: Sequence[str] = (),
         expert_action: str | None = None,
-    ) -> "State":
+    ) -> State:
         """The state reached by taking ``action`` and seeing ``observation``."""
         return replace(
             self,

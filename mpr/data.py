@@ -19,9 +19,9 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from mpr.errors import DataMissingError, GameFileError, MprError, TaskNotFoundError
 

@@ -16,8 +16,9 @@ Implementations: ``mpr.hf_engine.HFEngine`` (default) and ``mpr.vllm_engine.VLLM
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from mpr.config import require
 

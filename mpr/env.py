@@ -17,9 +17,10 @@ import os
 import random
 import re
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from mpr.config import require
 from mpr.core import MAX_EPISODE_ACTIONS, TimeStep
@@ -34,8 +35,8 @@ def default_cache_dir(name: str) -> str:
     return os.path.join(base, name)
 
 
-_BANNER = re.compile(r"^\s*-= Welcome to TextWorld, ALFRED! =-\s*", re.S)
-_GOAL = re.compile(r"\s*Your task is to:\s*(.*?)\s*$", re.S)
+_BANNER = re.compile(r"^\s*-= Welcome to TextWorld, ALFRED! =-\s*", re.DOTALL)
+_GOAL = re.compile(r"\s*Your task is to:\s*(.*?)\s*$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,10 @@ class AlfworldGame:
             return
         read_game_json(task.game_file)  # clear error for corrupt files before TextWorld sees them
         import textworld
-        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
+        from alfworld.agents.environment.alfred_tw_env import (
+            AlfredDemangler,
+            AlfredInfos,
+        )
 
         from mpr import speedups
 
@@ -201,8 +205,7 @@ class _HandcodedExpert:
         self._rng = random.Random(zlib.crc32(f"{seed}:{task_id}".encode()))
 
     def next_action(self, state: Any, last_action: str | None) -> str | None:
-        from alfworld.agents.expert import HandCodedTWAgent
-        from alfworld.agents.expert import handcoded_expert
+        from alfworld.agents.expert import HandCodedTWAgent, handcoded_expert
 
         # The expert calls the global ``random`` module; point it at our seeded generator.
         handcoded_expert.random = self._rng  # type: ignore[attr-defined]

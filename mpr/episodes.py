@@ -15,9 +15,10 @@ import json
 import os
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from mpr.core import Env, Planner, State, TimeStep, Turn, check_aligned
 from mpr.data import TASK_TYPES, Task
@@ -42,19 +43,43 @@ class EpisodeResult:
     plan_seconds: float
     error: str | None = None
     values: tuple[float, ...] = ()
+    # Rollouts only (left out of the record when unused):
+    repeat: int = 0  # which of the K rollouts of this game
+    prefix: int = 0  # leading turns replayed from the walkthrough (reset-50-50), not chosen by the policy
+    admissible: tuple[tuple[str, ...], ...] = ()  # per state, initial first (len == num_actions + 1)
+
+    @property
+    def key(self) -> str:
+        return episode_key(self.task_id, self.repeat)
+
+    def states(self) -> list[State]:
+        """The states this episode visited, initial first: ``num_actions + 1`` of them."""
+        adm = self.admissible or ((),) * (len(self.turns) + 1)
+        return [State(self.task_id, self.goal, self.initial, self.turns[:t], admissible=adm[t])
+                for t in range(len(self.turns) + 1)]
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["turns"] = [[t.action, t.observation] for t in self.turns]
         d["values"] = list(self.values)
+        d["admissible"] = [list(a) for a in self.admissible]
+        for k, empty in (("repeat", 0), ("prefix", 0), ("admissible", [])):
+            if d[k] == empty:
+                del d[k]
         return {"type": "episode", **d}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "EpisodeResult":
+    def from_json(cls, d: dict[str, Any]) -> EpisodeResult:
         d = {k: v for k, v in d.items() if k != "type"}
         d["turns"] = tuple(Turn(a, o) for a, o in d.get("turns", []))
         d["values"] = tuple(d.get("values", ()))
+        d["admissible"] = tuple(tuple(a) for a in d.get("admissible", ()))
         return cls(**d)
+
+
+def episode_key(task_id: str, repeat: int = 0) -> str:
+    """The record key of one episode: the task id, plus ``#k`` for the k-th rollout (k > 0)."""
+    return task_id if repeat == 0 else f"{task_id}#{repeat}"
 
 
 class EpisodeStore:
@@ -96,7 +121,7 @@ class EpisodeStore:
         for line in lines[1:]:
             if line.get("type") == "episode":
                 result = EpisodeResult.from_json(line)
-                self.results[result.task_id] = result  # a later line (a retried error) wins
+                self.results[result.key] = result  # a later line (a retried error) wins
 
     def _append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
@@ -104,14 +129,14 @@ class EpisodeStore:
             f.flush()
             os.fsync(f.fileno())
 
-    def is_finished(self, task_id: str) -> bool:
+    def is_finished(self, task_id: str, repeat: int = 0) -> bool:
         """Finished means recorded without a game error; errored episodes are retried."""
-        r = self.results.get(task_id)
+        r = self.results.get(episode_key(task_id, repeat))
         return r is not None and r.error is None
 
     def add(self, result: EpisodeResult) -> None:
         self._append(result.to_json())
-        self.results[result.task_id] = result
+        self.results[result.key] = result
 
 
 @dataclass
@@ -122,6 +147,7 @@ class _Running:
     env_seconds: float = 0.0
     plan_seconds: float = 0.0
     values: list[float] = field(default_factory=list)
+    admissible: list[tuple[str, ...]] = field(default_factory=list)
     request: Any = None  # the request in flight (Reset or action)
     sent: float = 0.0
 
@@ -134,13 +160,15 @@ def run_episodes(
     seed: int = 0,
     on_result: Callable[[EpisodeResult], None] = lambda _r: None,
     on_step: Callable[[str, State, str, TimeStep], None] | None = None,
+    record_admissible: bool = False,
 ) -> list[EpisodeResult]:
     """Play every task to the end on ``env``'s slots; results in the order episodes finish.
 
     Event loop: submit resets for free slots, take whatever answers are in, then make
     one planner call for every episode that is waiting for a decision and submit those
     actions together. Slots never wait for each other; every planner call batches all
-    episodes that are ready at that moment.
+    episodes that are ready at that moment. ``record_admissible`` keeps every state's
+    admissible commands in the result (rollouts need them to rebuild policy prompts).
     """
     queue = list(tasks)[::-1]
     running: dict[int, _Running] = {}
@@ -161,7 +189,11 @@ def run_episodes(
                 if on_step is not None and ts.error is None:
                     on_step(run.task.id, run.state, request, ts)  # type: ignore[arg-type]
                 finished = _apply_step(run, request, ts)
+            if record_admissible and finished is None:
+                run.admissible.append(ts.admissible)
             if finished is not None:
+                if record_admissible and finished.error is None:
+                    finished = replace(finished, admissible=tuple(run.admissible) + (ts.admissible,))
                 del running[slot]
                 results.append(finished)
                 on_result(finished)

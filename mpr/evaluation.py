@@ -9,24 +9,34 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mpr.agents import BUILTIN_AGENTS, make_policy
 from mpr.config import require, to_dict
 from mpr.core import Env, Policy, State, TimeStep
-from mpr.engine import EngineConfig
 from mpr.data import SPLITS, TASK_TYPES, atomic_write_text, list_tasks, resolve_task
+from mpr.engine import EngineConfig
 from mpr.env import EnvConfig, SerialEnv
-from mpr.episodes import EpisodeResult, EpisodeStore, format_table, run_episodes, summarize, summary_json
+from mpr.episodes import (
+    EpisodeResult,
+    EpisodeStore,
+    format_table,
+    run_episodes,
+    summarize,
+    summary_json,
+)
 from mpr.policy import PolicyConfig
 
-AGENTS = BUILTIN_AGENTS + ("llm",)
+AGENTS = BUILTIN_AGENTS + ("llm", "policy", "prm")
 
 
-def check_agent(agent: str) -> None:
+def check_agent(agent: str, policy_ckpt: str | None = None, prm: str | None = None) -> None:
     require(agent in AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS)}")
+    require(agent != "policy" or policy_ckpt is not None, "--agent policy needs --policy CKPT (a trained policy)")
+    require(agent != "prm" or prm is not None, "--agent prm needs --prm CKPT (a trained PRM)")
 
 
 @dataclass(frozen=True)
@@ -43,9 +53,11 @@ class EvalConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     model: EngineConfig = field(default_factory=EngineConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    policy_ckpt: str | None = None
+    prm: str | None = None
 
     def __post_init__(self) -> None:
-        check_agent(self.agent)
+        check_agent(self.agent, self.policy_ckpt, self.prm)
         require(self.split in SPLITS, f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
         require(
             self.task_type is None or self.task_type in TASK_TYPES,
@@ -64,18 +76,33 @@ class EvalConfig:
         }
         if self.agent == "llm":
             header.update(model=self.model.model, policy=to_dict(self.policy))
+        if self.agent == "policy":
+            header.update(policy_ckpt=str(Path(self.policy_ckpt).resolve()), policy=to_dict(self.policy))
+        if self.agent == "prm":
+            header.update(prm=str(Path(self.prm).resolve()))
         return header
 
 
-def build_policy(agent: str, seed: int, data_dir: str | None, model: EngineConfig, policy: PolicyConfig) -> Policy:
-    """A reference policy by name, or the LLM policy over a freshly loaded engine."""
-    if agent != "llm":
-        return make_policy(agent, seed, data_dir)
+def build_policy(agent: str, seed: int, data_dir: str | None, model: EngineConfig, policy: PolicyConfig,
+                 policy_ckpt: str | None = None, prm: str | None = None) -> Policy:
+    """A reference policy by name; the LLM policy over the default/given model (``llm``) or a trained
+    policy checkpoint (``policy``); or the PRM ranking the admissible actions (``prm``)."""
     import dataclasses
 
+    check_agent(agent, policy_ckpt, prm)
+    if agent in BUILTIN_AGENTS:
+        return make_policy(agent, seed, data_dir)
+    if agent == "prm":
+        from mpr.scorer import PRMScorer, ScorerPolicy
+
+        return ScorerPolicy(PRMScorer.from_checkpoint(prm, model))  # type: ignore[arg-type]
     from mpr.engine import make_engine
     from mpr.policy import LLMPolicy
 
+    if agent == "policy":
+        from mpr.checkpoints import load_checkpoint
+
+        model = dataclasses.replace(model, model=str(load_checkpoint(policy_ckpt, "policy", flag="--policy").path))  # type: ignore[arg-type]
     return LLMPolicy(make_engine(model), dataclasses.replace(policy, seed=seed))
 
 
@@ -102,7 +129,8 @@ def evaluate(
     todo = [t for t in tasks if not (store and store.is_finished(t.id))]
     if store and len(todo) < len(tasks):
         echo(f"resuming {out}: {len(tasks) - len(todo)} of {len(tasks)} episodes already recorded")
-    policy = build_policy(config.agent, config.seed, config.env.data_dir, config.model, config.policy)
+    policy = build_policy(config.agent, config.seed, config.env.data_dir, config.model, config.policy,
+                          config.policy_ckpt, config.prm)
     started = time.perf_counter()
     new_results: list[EpisodeResult] = []
     if todo:
@@ -170,15 +198,25 @@ def play(
     echo: Callable[[str], None] = print,
     model: EngineConfig | None = None,
     policy_config: PolicyConfig | None = None,
+    policy_ckpt: str | None = None,
+    prm: str | None = None,
+    world: str | None = None,
 ) -> EpisodeResult:
-    """Run one episode in this process and print it step by step."""
+    """Run one episode in this process and print it step by step. With ``world`` (a world-model
+    checkpoint), each real observation is printed beside the world model's prediction of it."""
     from planners.greedy import GreedyPlanner
 
-    check_agent(agent)
+    check_agent(agent, policy_ckpt, prm)
     env_config, model = env_config or EnvConfig(), model or EngineConfig()
     policy_config = policy_config or PolicyConfig()
     resolved = resolve_task(task, env_config.data_dir)
-    policy = build_policy(agent, seed, env_config.data_dir, model, policy_config)
+    policy = build_policy(agent, seed, env_config.data_dir, model, policy_config, policy_ckpt, prm)
+    world_model = None
+    if world:
+        from worldmodel.llm import LLMWorldModel
+
+        world_model = LLMWorldModel.from_checkpoint(world, model)
+    matches = {"exact": 0, "steps": 0}
     env = SerialEnv(1, env_config)
     shown = {"intro": False}
 
@@ -188,6 +226,12 @@ def play(
             shown["intro"] = True
         mark = "  [won]" if ts.won else ""
         echo(f"{state.num_actions + 1:>2}. > {action}\n    {ts.observation}{mark}")
+        if world_model is not None:
+            (predicted,) = world_model.predict([state], [action])
+            same = predicted.strip() == ts.observation.strip()
+            matches["exact"] += same
+            matches["steps"] += 1
+            echo(f"    world model: {predicted}{'  [exact]' if same else ''}")
 
     try:
         (result,) = run_episodes(env, GreedyPlanner(policy), [resolved], seed=seed, on_step=on_step)
@@ -199,5 +243,7 @@ def play(
         raise MprError(result.error)
     outcome = "WON" if result.won else "not won"
     echo(f"\n{outcome} after {result.num_actions} actions ({result.seconds:.1f}s)")
+    if world_model is not None:
+        echo(f"world model predicted {matches['exact']} of {matches['steps']} observations exactly")
     return result
 

@@ -10,7 +10,8 @@ them, and the result equals re-encoding prompt+candidate in full (tested to 1e-4
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mpr.engine import (
     ContinuationScore,

@@ -6,16 +6,25 @@ Two modes:
   `` <action>`` after the policy prompt (one ``Engine.score`` call for all states). Returns
   the top ``min(n, #admissible)`` actions. States with no known admissible actions (simulated
   ones) are sampled instead.
+* ``score-sample``: rank as in ``score``, then draw ``n`` actions (with replacement) from
+  softmax(log-prob / temperature). The draw is seeded per (seed, state), so it does not depend
+  on how states are batched — rollouts with it are reproducible and resumable exactly.
 * ``sample``: sample ``n`` answers per state (one ``Engine.generate`` call) and parse each into
   an admissible action (exact, then normalized match). A miss keeps the parsed text — the game
   answers "Nothing happens." — or ``look`` when nothing was parsed; misses are counted.
+
+``steer_prob``: steered exploration — with this probability (seeded per state) a state is
+prompted with the exploration system prompt instead of the usual one.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import random
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from mpr.config import require
 from mpr.core import State
@@ -24,7 +33,7 @@ from mpr.prompts import ChatFormat, action_continuation, parse_action, policy_pr
 
 log = logging.getLogger(__name__)
 
-MODES = ("score", "sample")
+MODES = ("score", "score-sample", "sample")
 
 
 @dataclass(frozen=True)
@@ -35,9 +44,11 @@ class PolicyConfig:
     max_new_tokens: int = 48
     seed: int = 0
     length_normalize: bool = False
+    steer_prob: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, f"policy mode must be one of {MODES}, got {self.mode!r}")
+        require(0 <= self.steer_prob <= 1, f"steer_prob must be in [0, 1], got {self.steer_prob}")
         SamplingConfig(self.temperature, self.top_p, self.max_new_tokens)  # validates the sampling fields
 
 
@@ -50,19 +61,31 @@ class LLMPolicy:
         self.chat = ChatFormat.from_tokenizer(getattr(engine, "tokenizer", None))
         self.parse_misses = 0
         self.parsed = 0
+        self.steered = 0
         self._calls = 0
 
     def prompt(self, state: State, mode: str) -> str:
-        return policy_prompt(state, self.chat, mode, self.engine.count_tokens, self.engine.config.max_length)
+        return policy_prompt(state, self.chat, mode, self.engine.count_tokens, self.engine.config.max_length,
+                             explore=self._steered(state))
+
+    def _rng(self, state: State, salt: str) -> random.Random:
+        return random.Random(zlib.crc32(f"{salt}:{self.config.seed}:{state.digest()}".encode()))
+
+    def _steered(self, state: State) -> bool:
+        p = self.config.steer_prob
+        steered = p > 0 and self._rng(state, "steer").random() < p
+        self.steered += steered
+        return steered
 
     def propose(self, states: Sequence[State], n: int = 1) -> list[list[str]]:
         out: list[list[str]] = [[] for _ in states]
-        scored = [i for i, s in enumerate(states) if self.config.mode == "score" and s.admissible]
+        ranking = self.config.mode in ("score", "score-sample")
+        scored = [i for i, s in enumerate(states) if ranking and s.admissible]
         sampled = [i for i in range(len(states)) if i not in set(scored)]
         if scored:
             ranked = self.rank([states[i] for i in scored])
             for i, r in zip(scored, ranked):
-                out[i] = [a for a, _ in r[:n]]
+                out[i] = [a for a, _ in r[:n]] if self.config.mode == "score" else self._draw(states[i], r, n)
         if sampled:
             for i, acts in zip(sampled, self._sample([states[i] for i in sampled], n)):
                 out[i] = acts
@@ -78,6 +101,15 @@ class LLMPolicy:
             order = sorted(range(len(vals)), key=lambda k: -vals[k])
             ranked.append([(s.admissible[k], vals[k]) for k in order])
         return ranked
+
+    def _draw(self, state: State, ranked: list[tuple[str, float]], n: int) -> list[str]:
+        """``n`` draws from softmax(log-prob / temperature) over the ranked actions (argmax at T=0)."""
+        t = self.config.temperature
+        if t == 0:
+            return [ranked[0][0]] * n
+        top = max(v for _, v in ranked)
+        weights = [math.exp((v - top) / t) for _, v in ranked]
+        return self._rng(state, "draw").choices([a for a, _ in ranked], weights=weights, k=n)
 
     def _sample(self, states: Sequence[State], n: int) -> list[list[str]]:
         c = self.config

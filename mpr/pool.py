@@ -19,9 +19,10 @@ import logging
 import multiprocessing as mp
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from mpr.config import require
 from mpr.core import TimeStep
@@ -165,10 +166,10 @@ class EnvPool:
             w.proc.join(timeout=5)
             w.kill()
 
-    def __enter__(self) -> "EnvPool":
+    def __enter__(self) -> EnvPool:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- internals ----------------------------------------------------------------

@@ -17,8 +17,8 @@ observation or the action list), and a line ``[N earlier turns omitted]`` marks 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from mpr.core import State
 
@@ -26,9 +26,22 @@ POLICY_SYSTEM = (
     "You are an agent in a household text game. Each turn, think briefly about what to do, then pick exactly "
     "one of the admissible actions. Answer in the form:\nREASON: <one sentence>\nACTION: <an admissible action>"
 )
+# Steered exploration (the seed paper's exploration option): with some probability a rollout
+# policy sees this system prompt instead, nudging it off its usual choices.
+EXPLORE_SYSTEM = (
+    "You are an agent in a household text game, exploring. Prefer actions you have not tried yet in this game: "
+    "visit unexplored places, open closed receptacles, examine new objects. Answer in the form:\n"
+    "REASON: <one sentence>\nACTION: <an admissible action>"
+)
+WORLD_SYSTEM = (
+    "You simulate a household text game. Given the task, the history and the player's next action, "
+    "write exactly the observation the game prints next."
+)
+PRM_HEADER = "Rate the last action."
 REASON_PREFIX = "REASON:"
 ACTION_PREFIX = "ACTION:"
 CHATML = ("<|im_start|>", "<|im_end|>")
+SCORE_REASON = f"{REASON_PREFIX} choose the best admissible action."
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,7 @@ class ChatFormat:
     render: Callable[[list[dict[str, str]]], str]
 
     @staticmethod
-    def chatml() -> "ChatFormat":
+    def chatml() -> ChatFormat:
         def render(messages: list[dict[str, str]]) -> str:
             body = "".join(f"{CHATML[0]}{m['role']}\n{m['content']}{CHATML[1]}\n" for m in messages)
             return body + f"{CHATML[0]}assistant\n"
@@ -47,7 +60,7 @@ class ChatFormat:
         return ChatFormat(render)
 
     @staticmethod
-    def from_tokenizer(tokenizer: object) -> "ChatFormat":
+    def from_tokenizer(tokenizer: object) -> ChatFormat:
         if getattr(tokenizer, "chat_template", None):
             def render(messages: list[dict[str, str]]) -> str:
                 return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)  # type: ignore[attr-defined]
@@ -70,6 +83,11 @@ def render_admissible(actions: Sequence[str]) -> str:
     return "Admissible actions: " + ", ".join(actions) if actions else "Admissible actions: (unknown)"
 
 
+def render_turns_with_action(state: State, action: str, skip: int = 0) -> str:
+    """The history plus the action about to be taken (world-model and PRM inputs)."""
+    return f"{render_turns(state, skip)}\n> {action}"
+
+
 def policy_user_message(state: State, skip: int = 0) -> str:
     return f"{render_turns(state, skip)}\n\n{render_admissible(state.admissible)}\nWhat is your next action?"
 
@@ -80,8 +98,9 @@ def policy_prompt(
     mode: str = "sample",
     count_tokens: Callable[[str], int] | None = None,
     max_tokens: int | None = None,
+    explore: bool = False,
 ) -> str:
-    """The policy prompt for ``state``.
+    """The policy prompt for ``state`` (``explore``: the steered-exploration system prompt).
 
     mode "sample": ends where the model starts writing (it should answer ``REASON: ... ACTION: ...``).
     mode "score": ends with ``ACTION:`` so candidates are scored as `` <action>`` continuations.
@@ -89,12 +108,40 @@ def policy_prompt(
     """
     if mode not in ("sample", "score"):
         raise ValueError(f"mode must be 'sample' or 'score', got {mode!r}")
-    suffix = "" if mode == "sample" else f"{REASON_PREFIX} choose the best admissible action.\n{ACTION_PREFIX}"
+    suffix = "" if mode == "sample" else f"{SCORE_REASON}\n{ACTION_PREFIX}"
 
     def render(skip: int) -> str:
-        messages = [{"role": "system", "content": POLICY_SYSTEM},
+        messages = [{"role": "system", "content": EXPLORE_SYSTEM if explore else POLICY_SYSTEM},
                     {"role": "user", "content": policy_user_message(state, skip)}]
         return chat.render(messages) + suffix
+
+    return fit(render, len(state.turns), count_tokens, max_tokens)
+
+
+def policy_target(action: str) -> str:
+    """The assistant answer a policy is fine-tuned to give for ``action``. A "sample"-mode prompt
+    plus this text starts with the "score"-mode prompt, so SFT trains both modes at once."""
+    return f"{SCORE_REASON}\n{ACTION_PREFIX}{action_continuation(action)}"
+
+
+def world_prompt(state: State, action: str, chat: ChatFormat, count_tokens: Callable[[str], int] | None = None,
+                 max_tokens: int | None = None) -> str:
+    """The world-model prompt: the model continues it with the next observation, then end-of-turn."""
+    def render(skip: int) -> str:
+        messages = [{"role": "system", "content": WORLD_SYSTEM},
+                    {"role": "user", "content": render_turns_with_action(state, action, skip)}]
+        return chat.render(messages)
+
+    return fit(render, len(state.turns), count_tokens, max_tokens)
+
+
+def prm_text(state: State, action: str, count_tokens: Callable[[str], int] | None = None,
+             max_tokens: int | None = None) -> str:
+    """The process reward model's input for (state, action); its scalar head reads the last token.
+    ``action=""`` renders the state alone (reference value models)."""
+    def render(skip: int) -> str:
+        body = render_turns(state, skip) + (f"\n> {action}" if action else "")
+        return f"{PRM_HEADER}\n{body}"
 
     return fit(render, len(state.turns), count_tokens, max_tokens)
 

@@ -27,10 +27,11 @@ import sys
 import tempfile
 import zlib
 from collections import OrderedDict
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -189,7 +190,7 @@ def install(parse_cache: bool = True, pddl_cache: bool = True, pddl_cache_dir: s
     overwrites ``sys.argv`` and the wrapper restores it.
     """
     import fast_downward
-    import textworld.envs.pddl.textgen as textgen
+    from textworld.envs.pddl import textgen
     from textworld.logic import Rule
 
     _patch(textgen, "_parse_and_convert", _memoized_parse if parse_cache else None)

@@ -18,7 +18,8 @@ crashes the CPU engine.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mpr.engine import (
     ContinuationScore,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from mpr.core import PlanResult, PlanStats, Policy, State, check_aligned
 

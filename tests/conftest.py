@@ -68,3 +68,25 @@ def tiny_engine(tiny_model_dir):
     from mpr.hf_engine import HFEngine
 
     return HFEngine(EngineConfig(model=str(tiny_model_dir), dtype="fp32", threads=1, batch_size=8, max_length=512))
+
+
+def _rollouts(tmp_path_factory, name, **kw):
+    from mpr.env import EnvConfig
+    from training.rollout import RolloutConfig, rollout
+
+    out = tmp_path_factory.mktemp("rollouts") / name
+    config = RolloutConfig(split="train", limit=3, workers=0, env=EnvConfig(), **kw)
+    rollout(config, out, progress=False, echo=lambda _m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def expert_rollouts(tmp_path_factory, games_root) -> Path:
+    """Handcoded-expert demonstrations on 3 train games (one per task type)."""
+    return _rollouts(tmp_path_factory, "expert", policy="expert")
+
+
+@pytest.fixture(scope="session")
+def random_rollouts(tmp_path_factory, games_root) -> Path:
+    """Random-policy rollouts on the same 3 games, 2 per game, half from walkthrough states: wins and losses."""
+    return _rollouts(tmp_path_factory, "random", policy="random", repeats=2, reset_half=0.5, seed=3)

@@ -1,0 +1,217 @@
+"""Training stages on tiny models: resumable, loadable, and what each stage promises."""
+
+import json
+import math
+
+import pytest
+
+from mpr.checkpoints import load_checkpoint
+from mpr.errors import ConfigError, MprError
+from training.common import auc, load_train_config
+from training.prm import pair_accuracy, train_agentprm, train_inverse, train_value
+from training.targets import Target
+from training.trainer import TrainConfig, batch_indices
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_model_dir):
+    return TrainConfig(base=str(tiny_model_dir), max_steps=4, batch_size=4, max_length=256, checkpoint_every=1,
+                       threads=1, val_examples=8, candidates=3, rounds=1, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def prm_dir(cfg, random_rollouts, expert_rollouts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prm") / "prm"
+    train_agentprm([str(random_rollouts), str(expert_rollouts)], out, cfg, progress=False, echo=lambda _m: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_dir(cfg, expert_rollouts, tmp_path_factory):
+    from training.policy import train_policy_sft
+
+    out = tmp_path_factory.mktemp("policy") / "pi0"
+    train_policy_sft([str(expert_rollouts)], out, cfg, progress=False, echo=lambda _m: None)
+    return out
+
+
+def weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_batches_are_a_pure_function_of_seed_and_step():
+    assert batch_indices(10, 4, 0, 5) == batch_indices(10, 4, 0, 5)
+    epoch0 = [i for s in range(3) for i in batch_indices(10, 4, 0, s)]
+    assert sorted(epoch0) == list(range(10))  # an epoch covers every example once
+    assert batch_indices(10, 4, 0, 3) != batch_indices(10, 4, 1, 3)
+
+
+def test_killed_training_resumes_to_identical_weights(cfg, prm_dir, random_rollouts, expert_rollouts, tmp_path):
+    rollouts = [str(random_rollouts), str(expert_rollouts)]
+    out = tmp_path / "prm"
+    stopped = train_agentprm(rollouts, out, cfg, progress=False, echo=lambda _m: None, stop_after=2)
+    assert stopped == {"stopped_at": 2} and not (out / "mpr-checkpoint.json").exists()
+    meta = train_agentprm(rollouts, out, cfg, progress=False, echo=lambda _m: None)
+    assert meta["metrics"]["steps"] == 4
+    resumed, straight = weights(out), weights(prm_dir)
+    assert resumed.keys() == straight.keys()
+    assert all((resumed[k] == straight[k]).all() for k in straight)
+    # A finished stage is not retrained; other settings in the same dir are refused.
+    assert "already trained" in _echo(lambda e: train_agentprm(rollouts, out, cfg, progress=False, echo=e))
+    import dataclasses
+
+    with pytest.raises(MprError, match="other settings"):
+        train_agentprm(rollouts, out, dataclasses.replace(cfg, lr=1e-4), progress=False, echo=lambda _m: None)
+
+
+def _echo(fn):
+    lines = []
+    fn(lines.append)
+    return "\n".join(lines)
+
+
+def test_prm_checkpoint_scores_states_in_batches(prm_dir, random_rollouts):
+    from mpr.engine import EngineConfig
+    from mpr.scorer import PRMScorer
+    from training.rollout import load_rollouts, transitions
+
+    meta = load_checkpoint(prm_dir, "prm").meta
+    assert math.isfinite(meta["metrics"]["val_loss"]) and meta["metrics"]["train_tokens_per_second"] > 0
+    steps = [st for ep in load_rollouts(random_rollouts) for st in transitions(ep)][:6]
+    scorer = PRMScorer.from_checkpoint(str(prm_dir), EngineConfig(threads=1, dtype="fp32", batch_size=4))
+    batched = scorer.score([s.state for s in steps], [s.action for s in steps])
+    single = [scorer.score([s.state], [s.action])[0] for s in steps]
+    assert len(batched) == 6 and all(0 < v < 1 for v in batched)
+    assert batched == pytest.approx(single, abs=1e-5)
+
+
+def test_world_model_trains_and_predicts(cfg, expert_rollouts, random_rollouts, tmp_path):
+    from mpr.engine import EngineConfig
+    from training.rollout import load_rollouts, transitions
+    from training.world import train_world
+    from worldmodel.llm import LLMWorldModel
+
+    meta = train_world([str(random_rollouts)], tmp_path / "w", cfg, val_rollouts=(), progress=False,
+                       echo=lambda _m: None)
+    m = meta["metrics"]
+    assert m["val_transitions"] > 0 and 0 <= m["val_exact_match"] <= m["val_facts_match"] + 1e-9 <= 1
+    with pytest.raises(MprError, match="shares"):
+        train_world([str(random_rollouts)], tmp_path / "w2", cfg, val_rollouts=[str(expert_rollouts)],
+                    progress=False, echo=lambda _m: None)
+    wm = LLMWorldModel.from_checkpoint(str(tmp_path / "w"), EngineConfig(threads=1, dtype="fp32"))
+    steps = [st for ep in load_rollouts(expert_rollouts) for st in transitions(ep)][:3]
+    preds = wm.predict([s.state for s in steps], [s.action for s in steps])
+    assert len(preds) == 3 and all(isinstance(p, str) and p for p in preds)
+    assert wm.predictions == 3
+
+
+def test_sft_policy_plays_through_eval(sft_dir, games_root):
+    from mpr.engine import EngineConfig
+    from mpr.env import EnvConfig
+    from mpr.evaluation import play
+
+    meta = load_checkpoint(sft_dir, "policy").meta
+    assert meta["method"] == "sft" and 0 <= meta["metrics"]["val_top1_agreement"] <= 1
+    result = play("valid_seen/" + _first_task("valid_seen"), "policy", env_config=EnvConfig(max_actions=2),
+                  echo=lambda _m: None, model=EngineConfig(threads=1, dtype="fp32"), policy_ckpt=str(sft_dir))
+    assert result.num_actions == 2 and result.error is None
+
+
+def _first_task(split):
+    from mpr.data import list_tasks
+
+    return list_tasks(split, limit=1)[0].id.split("/", 1)[1]
+
+
+def test_rft_and_online_dpo_improve_from_the_current_policy(cfg, sft_dir, prm_dir, random_rollouts, tmp_path):
+    import dataclasses
+
+    from training.policy import train_policy_dpo, train_policy_rft
+
+    improve = dataclasses.replace(cfg, base=str(sft_dir), max_steps=2)
+    rft = train_policy_rft([str(random_rollouts)], str(prm_dir), tmp_path / "rft", improve, progress=False,
+                           echo=lambda _m: None)
+    assert rft["method"] == "rft" and (tmp_path / "rft" / "rft-targets.jsonl").exists()
+    dpo = train_policy_dpo([str(random_rollouts)], str(prm_dir), tmp_path / "dpo", improve, progress=False,
+                           echo=lambda _m: None)
+    assert dpo["method"] == "dpo" and dpo["metrics"]["preference_pairs"] > 0
+    assert load_checkpoint(tmp_path / "dpo", "policy").kind == "policy"
+    with pytest.raises(MprError, match="expected 'policy'"):
+        train_policy_rft([str(random_rollouts)], str(prm_dir), tmp_path / "x",
+                         dataclasses.replace(cfg, base=str(prm_dir)), progress=False, echo=lambda _m: None)
+
+
+def test_dpo_loss_prefers_the_chosen_action():
+    import torch
+
+    from training.policy import dpo_loss
+
+    ref = torch.zeros(1)
+    better = dpo_loss(torch.tensor([1.0]), torch.tensor([-1.0]), ref, ref, 0.5)
+    worse = dpo_loss(torch.tensor([-1.0]), torch.tensor([1.0]), ref, ref, 0.5)
+    assert better < math.log(2) < worse
+    assert float(dpo_loss(ref, ref, ref, ref, 0.5)) == pytest.approx(math.log(2))
+
+
+def test_inverse_prm_learns_from_demonstrations_without_rewards(cfg, expert_rollouts, random_rollouts, tmp_path):
+    from mpr.agents import make_policy
+    from mpr.scorer import PRMScorer
+    from training.prm import inverse_pairs
+    from training.rollout import load_rollouts
+
+    policy = make_policy("random", 0)
+    next_action = lambda states: [p[0] for p in policy.propose(states, 1)]  # noqa: E731
+    pairs = inverse_pairs(load_rollouts(expert_rollouts), load_rollouts(random_rollouts), next_action)
+    assert {p.label for p in pairs} == {0.0, 1.0}
+    assert all(p.next_action == "" for p in pairs if p.last) and all(p.next_action for p in pairs if not p.last)
+    meta = train_inverse([str(expert_rollouts)], [str(random_rollouts)], next_action, "random", tmp_path / "inv",
+                         cfg, progress=False, echo=lambda _m: None)
+    assert meta["kind"] == "inverse-prm" and meta["output"] == "raw"
+    assert PRMScorer.from_checkpoint(str(tmp_path / "inv")).output == "raw"
+
+
+def test_value_model_shapes_prm_targets(cfg, random_rollouts, expert_rollouts, tmp_path):
+    v = train_value([str(random_rollouts)], tmp_path / "v", cfg, progress=False, echo=lambda _m: None)
+    assert v["kind"] == "value"
+    meta = train_agentprm([str(expert_rollouts)], tmp_path / "shaped", cfg, shaping_ref=str(tmp_path / "v"),
+                          progress=False, echo=lambda _m: None)
+    assert meta["header"]["shaping_ref"] == str(tmp_path / "v")
+    with pytest.raises(MprError, match="expected 'value'"):
+        train_agentprm([str(expert_rollouts)], tmp_path / "bad", cfg, shaping_ref=str(tmp_path / "shaped"),
+                       progress=False, echo=lambda _m: None)
+
+
+def test_auc_and_pair_accuracy():
+    assert auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
+    assert auc([0.5, 0.5], [True, False]) == 0.5
+    assert auc([0.1, 0.2], [True, True]) is None
+    from mpr.core import State
+
+    s = State("t", "g", "i")
+    targets = [Target(s, "a", 1.0, 1, 1.0), Target(s, "b", 0.0, 1, 0.0), Target(s, "c", 0.0, 1, 0.0)]
+    assert pair_accuracy(targets, [0.9, 0.1, 0.95]) == 0.5
+    assert pair_accuracy(targets[1:], [0.1, 0.2]) is None
+
+
+def test_presets_and_unknown_keys():
+    tiny = load_train_config("prm", "tiny")
+    assert tiny.base == "tiny" and load_train_config("policy", "cpu-small").lora
+    assert load_train_config("prm", "tiny", overrides=["lr=5e-4"]).lr == 5e-4
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_train_config("prm", "tiny", overrides=["learning_rate=1"])
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_train_config("prm", "huge")
+
+
+def test_facts_parse_locations_objects_and_state():
+    from worldmodel.facts import facts_match, parse_facts
+
+    f = parse_facts("You arrive at drawer 1. The drawer 1 is open. In it, you see a cd 2, and a pen 1.")
+    assert f == {("location", "drawer 1"), ("open", "drawer 1"), ("seen", "cd 2"), ("seen", "pen 1")}
+    assert parse_facts("You arrive at shelf 2. On the shelf 2, you see nothing.") == {("location", "shelf 2")}
+    assert parse_facts("You pick up the apple 2 from the countertop 1.") >= {("picked", "apple 2")}
+    assert facts_match("You move the mug 1 to the desk 1.", "You move the mug 1 to the desk 1.")
+    assert not facts_match("You arrive at desk 1.", "You arrive at desk 2.")
+    assert json.dumps(sorted(parse_facts("Nothing happens."))) == '[["nothing", ""]]'

@@ -1,0 +1,59 @@
+"""The training chain from the command line, exactly as a user runs it (--preset tiny)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+MPR = [sys.executable, "-m", "mpr.cli"]
+
+
+def mpr(*args, ok=True):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPR_THREADS": "1"}
+    proc = subprocess.run(MPR + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, games_root):
+    d = tmp_path_factory.mktemp("chain")
+    mpr("rollout", "--policy", "expert", "--split", "train", "--limit", 4, "--out", d / "R", "--workers", 0, "--no-progress")
+    mpr("train", "prm", "--rollouts", d / "R", "--out", d / "P", "--preset", "tiny", "--no-progress")
+    mpr("train", "world", "--rollouts", d / "R", "--out", d / "W", "--preset", "tiny", "--no-progress")
+    mpr("train", "policy", "--sft", "--demos", d / "R", "--out", d / "PI", "--preset", "tiny", "--no-progress")
+    return d
+
+
+def test_each_stage_leaves_a_checkpoint_that_plan_and_eval_load(chain):
+    for name, kind in (("P", "prm"), ("W", "world"), ("PI", "policy")):
+        assert json.loads((chain / name / "mpr-checkpoint.json").read_text())["kind"] == kind
+    task = mpr("tasks", "--split", "valid_seen", "--limit", 1).stdout.split()[0]
+    out = mpr("plan", "--task", task, "--agent", "policy", "--policy", chain / "PI", "--world", chain / "W",
+              "--max-actions", 2).stdout
+    assert "world model:" in out and "world model predicted" in out
+    out = mpr("eval", "--agent", "prm", "--prm", chain / "P", "--split", "valid_seen", "--limit", 1,
+              "--max-actions", 2, "--workers", 0, "--no-progress").stdout
+    assert "all" in out and "1" in out
+
+
+def test_bad_training_input_is_one_clear_line(chain, tmp_path):
+    cases = [
+        (["train", "prm", "--rollouts", tmp_path / "missing", "--out", tmp_path / "x"], "does not exist"),
+        (["train", "prm", "--rollouts", chain / "R", "--out", tmp_path / "x", "--set", "learning_rate=1"], "unknown key"),
+        (["train", "prm", "--rollouts", chain / "R", "--out", tmp_path / "x", "--preset", "nope"], "unknown preset"),
+        (["eval", "--agent", "policy", "--policy", chain / "W", "--limit", 1], "is a 'world' checkpoint"),
+        (["eval", "--agent", "prm", "--prm", chain / "PI", "--limit", 1], "is a 'policy' checkpoint"),
+        (["eval", "--agent", "policy", "--policy", chain / "R", "--limit", 1], "not an mpr checkpoint"),
+        (["train", "world", "--rollouts", chain / "R", "--out", chain / "P"], "already holds a 'prm' checkpoint"),
+        (["train", "policy", "--rft", "--rollouts", chain / "R", "--prm", chain / "P", "--out", tmp_path / "y"],
+         "needs --rollouts, --prm and --init"),
+    ]
+    for args, message in cases:
+        proc = mpr(*args, ok=False)
+        assert proc.returncode == 2, (args, proc.stderr[-500:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (args, proc.stderr[-500:])

@@ -1,0 +1,313 @@
+"""``mpr train policy``: π₀ by SFT on demonstrations, and improvement against a PRM (stage 3).
+
+* SFT (``method="sft"``): every (state, action) of the demonstrations; the prompt is the policy's
+  "sample"-mode prompt and the target ``REASON: choose the best admissible action.\\nACTION: <a>``
+  (:func:`mpr.prompts.policy_target`), so the trained model serves both policy modes.
+* Rejection-sampling fine-tuning (``method="rft"``): for every state of the learner's rollouts, the
+  current policy proposes ``candidates`` actions (plus the one it took); the PRM scores them in one
+  batched call; SFT on the PRM-best action, starting from the current policy.
+* Online DPO (``method="dpo"``): ``rounds`` rounds; each round draws states from the rollouts, the
+  *current* policy samples ``candidates`` actions per state, the PRM picks the best and worst as
+  (chosen, rejected), and the policy takes DPO steps with the previous policy as the frozen
+  reference (the KL anchor, strength ``dpo_beta``). Each round is resumable on its own.
+
+Held-out metric: top-1 agreement of the policy's ranking of admissible actions with the demonstrated
+(SFT) or PRM-best (RFT/DPO) action on held-out games.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mpr.core import State
+from mpr.data import atomic_write_text
+from mpr.errors import MprError
+from training.common import (
+    finish_checkpoint,
+    finished,
+    load_model,
+    save_model,
+    split_by_game,
+)
+from training.rollout import load_rollouts, transitions
+from training.sft import example, sft_loss, target_logprobs
+from training.trainer import STATE_FILE, TrainConfig, fit
+
+METHODS = ("sft", "rft", "dpo")
+
+
+def demo_steps(episodes: Sequence[Any]) -> list[tuple[State, str]]:
+    """(state, action) of every policy step, merged by (state, action), states with admissible lists."""
+    seen: dict[tuple[str, str], tuple[State, str]] = {}
+    for ep in episodes:
+        for st in transitions(ep):
+            if st.t >= ep.prefix and st.state.admissible:
+                seen.setdefault((st.state.digest(), st.action), (st.state, st.action))
+    return list(seen.values())
+
+
+def rollout_states(episodes: Sequence[Any]) -> list[State]:
+    """Distinct decision states of the rollouts (with admissible lists), first-seen order."""
+    seen: dict[str, State] = {}
+    for ep in episodes:
+        for st in transitions(ep):
+            if st.t >= ep.prefix and st.state.admissible:
+                seen.setdefault(st.state.digest(), st.state)
+    return list(seen.values())
+
+
+def _prompt_fn(tok: Any, config: TrainConfig) -> Callable[[State, str], tuple[list[int], list[int]]]:
+    from mpr.prompts import ChatFormat, policy_prompt, policy_target
+
+    chat = ChatFormat.from_tokenizer(tok)
+    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+    def make(state: State, action: str) -> tuple[list[int], list[int]]:
+        target = policy_target(action)
+        budget = config.max_length - count(target) - 1
+        return example(tok, policy_prompt(state, chat, "sample", count, budget), target)
+
+    return make
+
+
+def _sft(steps: list[tuple[State, str]], out: Path, config: TrainConfig, header: dict[str, Any], progress: bool,
+         echo: Callable[[str], None], stop_after: int | None, desc: str) -> dict[str, Any]:
+    train, val = split_by_game(steps, lambda x: x[0].task_id, config.val_fraction)
+    if not train:
+        raise MprError("no training steps (every game is held out, or the rollouts have no admissible lists)")
+    model, tok = load_model(config.base, "causal", config)
+    make = _prompt_fn(tok, config)
+    examples = [make(s, a) for s, a in train]
+    echo(f"policy ({header['method']}): {len(train)} training steps from {len({s.task_id for s, _ in train})} games, "
+         f"{len(val)} held out")
+    result = fit(model, len(examples), lambda idx: sft_loss(model, [examples[i] for i in idx], tok.pad_token_id),
+                 config, out, header, progress, desc, stop_after)
+    if result.steps < config.total_steps(len(examples)):
+        return {"stopped_at": result.steps}
+    save_model(model, tok, out, config)
+    metrics = ranking_accuracy(str(out), val[: config.val_examples], config)
+    metrics.update(train_steps=len(train), train_tokens_per_second=result.tokens_per_second,
+                   final_train_loss=result.final_loss, steps=result.steps)
+    return finish_checkpoint(out, "policy", config, header, metrics=metrics, method=header["method"])
+
+
+def ranking_accuracy(model_dir: str, val: Sequence[tuple[State, str]], config: TrainConfig) -> dict[str, Any]:
+    """How often the policy's top-ranked admissible action is the reference action (held-out games)."""
+    from mpr.engine import EngineConfig
+    from mpr.hf_engine import HFEngine
+    from mpr.policy import LLMPolicy, PolicyConfig
+
+    if not val:
+        return {"val_steps": 0}
+    engine = HFEngine(EngineConfig(model=model_dir, dtype="fp32", threads=config.threads,
+                                   batch_size=config.batch_size, max_length=config.max_length))
+    policy = LLMPolicy(engine, PolicyConfig(mode="score"))
+    top = policy.propose([s for s, _ in val], 1)
+    return {"val_steps": len(val), "val_top1_agreement": sum(t[0] == a for t, (_, a) in zip(top, val)) / len(val)}
+
+
+def train_policy_sft(demos: Sequence[str], out: Path, config: TrainConfig, progress: bool = True,
+                     echo: Callable[[str], None] = print, stop_after: int | None = None) -> dict[str, Any]:
+    header = {"stage": "policy", "method": "sft", "demos": [str(Path(d).resolve()) for d in demos]}
+    done = finished(out, "policy", header, config)
+    if done:
+        echo(f"{out}: already trained (policy sft); nothing to do")
+        return done
+    return _sft(demo_steps(load_rollouts(*demos)), out, config, header, progress, echo, stop_after, "train policy (sft)")
+
+
+def _current_policy(path: str, config: TrainConfig, seed: int) -> Any:
+    from mpr.engine import EngineConfig
+    from mpr.hf_engine import HFEngine
+    from mpr.policy import LLMPolicy, PolicyConfig
+
+    engine = HFEngine(EngineConfig(model=path, dtype="fp32", threads=config.threads, batch_size=config.batch_size,
+                                   max_length=config.max_length))
+    return LLMPolicy(engine, PolicyConfig(mode="score-sample", temperature=1.0, seed=seed))
+
+
+def _prm(path: str, config: TrainConfig) -> Any:
+    from mpr.engine import EngineConfig
+    from mpr.scorer import PRMScorer
+
+    return PRMScorer.from_checkpoint(path, EngineConfig(dtype="fp32", threads=config.threads,
+                                                        batch_size=config.batch_size, max_length=config.max_length))
+
+
+def _require_policy_base(config: TrainConfig) -> str:
+    from mpr.checkpoints import load_checkpoint
+
+    return str(load_checkpoint(config.base, "policy", flag="policy improvement base (--init)").path)
+
+
+def prm_best_actions(states: list[State], policy: Any, scorer: Any, n: int, taken: dict[str, str] | None = None
+                     ) -> list[tuple[State, str, float]]:
+    """For every state: the PRM-best of the policy's ``n`` proposals (plus the action taken in the
+    rollout). One propose call and one score call for all states."""
+    proposals = policy.propose(states, n)
+    cands = []
+    for s, props in zip(states, proposals):
+        extra = [taken[s.digest()]] if taken and s.digest() in taken else []
+        cands.append(list(dict.fromkeys(props + extra)))
+    flat_states = [s for s, cs in zip(states, cands) for _ in cs]
+    flat_actions = [a for cs in cands for a in cs]
+    scores = iter(scorer.score(flat_states, flat_actions))
+    best = []
+    for s, cs in zip(states, cands):
+        sc = [next(scores) for _ in cs]
+        k = max(range(len(cs)), key=lambda i: sc[i])
+        best.append((s, cs[k], sc[k]))
+    return best
+
+
+def train_policy_rft(rollouts: Sequence[str], prm: str, out: Path, config: TrainConfig, progress: bool = True,
+                     echo: Callable[[str], None] = print, stop_after: int | None = None) -> dict[str, Any]:
+    base = _require_policy_base(config)
+    header = {"stage": "policy", "method": "rft", "rollouts": [str(Path(r).resolve()) for r in rollouts],
+              "prm": str(Path(prm).resolve()), "init": base}
+    done = finished(out, "policy", header, config)
+    if done:
+        echo(f"{out}: already trained (policy rft); nothing to do")
+        return done
+    episodes = load_rollouts(*rollouts)
+    taken = {st.state.digest(): st.action for ep in episodes for st in transitions(ep)}
+    states = rollout_states(episodes)
+    data_file = out / "rft-targets.jsonl"
+    if data_file.exists():  # computed before a kill: reuse, so a resumed run trains on the same data
+        rows = [json.loads(line) for line in data_file.read_text().splitlines()]
+        by_digest = {s.digest(): s for s in states}
+        best = [(by_digest[r["state"]], r["action"], r["score"]) for r in rows]
+    else:
+        echo(f"rft: proposing {config.candidates} actions for {len(states)} states and scoring them with the PRM")
+        best = prm_best_actions(states, _current_policy(base, config, config.seed), _prm(prm, config),
+                                config.candidates, taken)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(data_file, "".join(json.dumps({"state": s.digest(), "action": a, "score": v}) + "\n"
+                                             for s, a, v in best))
+    changed = sum(a != taken.get(s.digest()) for s, a, _ in best)
+    echo(f"rft: PRM-best action differs from the rollout's action in {changed} of {len(best)} states")
+    return _sft([(s, a) for s, a, _ in best], out, config, header, progress, echo, stop_after, "train policy (rft)")
+
+
+# -- online DPO ------------------------------------------------------------------------------
+
+
+def dpo_loss(pi_c: Any, pi_r: Any, ref_c: Any, ref_r: Any, beta: float) -> Any:
+    """−log σ(β·[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]), averaged."""
+    import torch
+
+    return -torch.nn.functional.logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))).mean()
+
+
+def _live_policy(model: Any, model_dir: str, config: TrainConfig, seed: int) -> Any:
+    """An LLMPolicy (score-sample) over the model being trained, so proposals use the engine's
+    prefix-sharing scoring instead of one forward pass per candidate."""
+    from mpr.engine import EngineConfig
+    from mpr.hf_engine import HFEngine
+    from mpr.policy import LLMPolicy, PolicyConfig
+
+    engine = HFEngine(EngineConfig(model=model_dir, dtype="fp32", threads=config.threads,
+                                   batch_size=config.batch_size, max_length=config.max_length))
+    engine._lm = model  # the live weights, not a copy from disk
+    return LLMPolicy(engine, PolicyConfig(mode="score-sample", temperature=1.0, seed=seed))
+
+
+def _distinct_candidates(policy: Any, states: list[State], n: int, rng: random.Random) -> list[list[str]]:
+    """``min(n, #admissible)`` distinct actions per state, drawn without replacement from the current
+    policy's softmax over admissible actions (one batched ranking call)."""
+    out = []
+    for ranked in policy.rank(states):
+        pool = [(a, v) for a, v in ranked]
+        chosen: list[str] = []
+        while pool and len(chosen) < n:
+            top = max(v for _, v in pool)
+            k = rng.choices(range(len(pool)), weights=[math.exp(v - top) for _, v in pool])[0]
+            chosen.append(pool.pop(k)[0])
+        out.append(chosen)
+    return out
+
+
+def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: TrainConfig, progress: bool = True,
+                     echo: Callable[[str], None] = print, stop_after: int | None = None) -> dict[str, Any]:
+    import torch
+
+    base = _require_policy_base(config)
+    header = {"stage": "policy", "method": "dpo", "rollouts": [str(Path(r).resolve()) for r in rollouts],
+              "prm": str(Path(prm).resolve()), "init": base}
+    done = finished(out, "policy", header, config)
+    if done:
+        echo(f"{out}: already trained (policy dpo); nothing to do")
+        return done
+    states = rollout_states(load_rollouts(*rollouts))
+    train_states, val_states = split_by_game(states, lambda s: s.task_id, config.val_fraction)
+    model, tok = load_model(base, "causal", config)
+    reference = copy.deepcopy(model).eval()  # π_prev: the KL anchor
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    make = _prompt_fn(tok, config)
+    scorer = _prm(prm, config)
+    per_round = min(len(train_states), config.batch_size * max(1, config.max_steps or 4))
+    pairs_total = 0
+    for r in range(config.rounds):
+        round_dir = out / f"dpo-round-{r}"
+        marker = round_dir / "done.json"
+        if marker.exists():  # finished before a kill: restore its weights and move on
+            state = torch.load(round_dir / STATE_FILE, weights_only=False)
+            model.load_state_dict(state["model"], strict=False)
+            pairs_total += json.loads(marker.read_text())["pairs"]
+            continue
+        rng = random.Random(config.seed * 1009 + r)
+        batch = rng.sample(train_states, per_round)
+        model.eval()
+        cands = _distinct_candidates(_live_policy(model, base, config, config.seed * 1009 + r), batch,
+                                     config.candidates, rng)
+        flat = [(s, a) for s, cs in zip(batch, cands) for a in cs]
+        scores = iter(scorer.score([s for s, _ in flat], [a for _, a in flat]))
+        pairs = []
+        for s, cs in zip(batch, cands):
+            sc = [next(scores) for _ in cs]
+            hi, lo = max(range(len(cs)), key=lambda i: sc[i]), min(range(len(cs)), key=lambda i: sc[i])
+            if len(cs) > 1 and sc[hi] - sc[lo] > 1e-6:
+                pairs.append((make(s, cs[hi]), make(s, cs[lo])))
+        if not pairs:
+            echo(f"dpo round {r}: the PRM scored every candidate pair equally; no update")
+            round_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(marker, json.dumps({"pairs": 0}))
+            continue
+        with torch.no_grad():
+            ref_c = target_logprobs(reference, [c for c, _ in pairs], tok.pad_token_id)
+            ref_r = target_logprobs(reference, [rj for _, rj in pairs], tok.pad_token_id)
+
+        def loss_fn(idx: list[int]) -> tuple[Any, int]:
+            pi = target_logprobs(model, [pairs[i][0] for i in idx] + [pairs[i][1] for i in idx], tok.pad_token_id)
+            n_tok = sum(len(p) + len(t) for i in idx for p, t in pairs[i])
+            return dpo_loss(pi[: len(idx)], pi[len(idx):], ref_c[idx], ref_r[idx], config.dpo_beta), n_tok
+
+        round_cfg = _round_config(config, len(pairs))
+        result = fit(model, len(pairs), loss_fn, round_cfg, round_dir, {**header, "round": r}, progress,
+                     f"dpo round {r + 1}/{config.rounds}", stop_after)
+        if result.steps < round_cfg.total_steps(len(pairs)):
+            return {"stopped_at_round": r}
+        # The round's state file holds its final weights; the marker says the round is complete.
+        atomic_write_text(marker, json.dumps({"pairs": len(pairs), "loss": result.final_loss}))
+        pairs_total += len(pairs)
+        echo(f"dpo round {r + 1}: {len(pairs)} preference pairs, final loss {result.final_loss:.4f}")
+    save_model(model, tok, out, config)
+    val = prm_best_actions(val_states[: config.val_examples], _current_policy(base, config, config.seed), scorer,
+                           config.candidates) if val_states else []
+    metrics = ranking_accuracy(str(out), [(s, a) for s, a, _ in val], config)
+    metrics.update(preference_pairs=pairs_total, rounds=config.rounds)
+    return finish_checkpoint(out, "policy", config, header, metrics=metrics, method="dpo")
+
+
+def _round_config(config: TrainConfig, num_pairs: int) -> TrainConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, epochs=1.0, max_steps=0, warmup_steps=0,
+                               checkpoint_every=max(1, math.ceil(num_pairs / config.batch_size)))

@@ -1,0 +1,250 @@
+"""``mpr train prm`` / ``mpr train value``: process reward models and reference value models.
+
+* AgentPRM (``objective="agentprm"``): a value-head LM regresses the Monte-Carlo targets Q̂(s, a)
+  of :mod:`training.targets` with soft binary cross-entropy; the scorer reads sigmoid(logit).
+  With ``shaping_ref`` (a ``value`` checkpoint), targets are the shaped ones instead.
+* InversePRM (``objective="inverse"``): learned from demonstrations, no outcome rewards. Expert
+  transitions (s, a, s′) are positives, with a′ drawn from the current policy at s′; learner
+  transitions are negatives, with a′ the learner's next action. The classifier logit is
+  Q(s, a) − γ·Q(s′, a′) (just Q(s, a) on an episode's last step), trained with the logistic loss;
+  the scorer reads the raw Q(s, a).
+* Value (``mpr train value``): V_ref(s) regressed on Monte-Carlo state values of a reference
+  policy's rollouts — the reference for process reward shaping.
+
+Validation is on held-out games (``val_fraction`` of the games, by task-id hash): loss, AUC
+(won-vs-lost steps for AgentPRM; expert-vs-learner transitions for InversePRM) and pairwise
+ranking accuracy among actions of the same state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mpr.core import State
+from mpr.errors import MprError
+from mpr.prompts import prm_text
+from mpr.scorer import sigmoid
+from training.common import (
+    auc,
+    encode,
+    finished,
+    load_model,
+    pad_right,
+    save_checkpoint,
+    split_by_game,
+)
+from training.rollout import load_rollouts, transitions
+from training.targets import Target, mc_state_values, mc_targets, shaped_targets
+from training.trainer import TrainConfig, fit
+
+OBJECTIVES = ("agentprm", "inverse")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An InversePRM example: (s, a) then (s′, a′); ``last``: no successor term; label 1 = expert."""
+
+    state: State
+    action: str
+    next_state: State
+    next_action: str
+    last: bool
+    label: float
+
+
+def _values(model: Any, tok: Any, seqs: Sequence[Sequence[int]], batch_size: int) -> list[float]:
+    import torch
+
+    out: list[float] = []
+    with torch.inference_mode():
+        for i in range(0, len(seqs), batch_size):
+            ids, mask = pad_right(seqs[i : i + batch_size], tok.pad_token_id)
+            out.extend(model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist())
+    return out
+
+
+def _forward(model: Any, tok: Any, seqs: Sequence[Sequence[int]]) -> Any:
+    ids, mask = pad_right(seqs, tok.pad_token_id)
+    return model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
+
+
+def _tokenize(tok: Any, state: State, action: str, max_length: int) -> list[int]:
+    text = prm_text(state, action, lambda t: len(encode(tok, t)), max_length)
+    return encode(tok, text)[-max_length:] or [tok.pad_token_id]
+
+
+def pair_accuracy(targets: Sequence[Target], preds: Sequence[float]) -> float | None:
+    """Among actions of the same state with different targets, how often the prediction orders
+    them like the targets (None when there are no such pairs)."""
+    by_state: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(targets):
+        by_state[t.state.digest()].append(i)
+    right = total = 0
+    for idx in by_state.values():
+        for a in range(len(idx)):
+            for b in range(a + 1, len(idx)):
+                dt = targets[idx[a]].value - targets[idx[b]].value
+                if abs(dt) < 1e-9:
+                    continue
+                total += 1
+                right += (preds[idx[a]] - preds[idx[b]]) * dt > 0
+    return right / total if total else None
+
+
+def train_regression(kind: str, targets: list[Target], out: Path, config: TrainConfig, header: dict[str, Any],
+                     progress: bool, echo: Callable[[str], None], stop_after: int | None = None) -> dict[str, Any]:
+    """Soft-BCE regression of a value-head model on ``targets`` (kind "prm" or "value")."""
+    import torch
+
+    done = finished(out, kind, header, config)
+    if done:
+        echo(f"{out}: already trained ({kind}); nothing to do")
+        return done
+    train, val = split_by_game(targets, lambda t: t.state.task_id, config.val_fraction)
+    if not train:
+        raise MprError("every game landed in the held-out set; lower val_fraction or add games")
+    model, tok = load_model(config.base, "value", config)
+    seqs = [_tokenize(tok, t.state, t.action, config.max_length) for t in train]
+    y = torch.tensor([t.value for t in train], dtype=torch.float32)
+    echo(f"{kind}: {len(train)} training targets from {len({t.state.task_id for t in train})} games, "
+         f"{len(val)} held-out targets from {len({t.state.task_id for t in val})} games")
+
+    def loss_fn(idx: list[int]) -> tuple[Any, int]:
+        logits = _forward(model, tok, [seqs[i] for i in idx])
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y[idx]), sum(len(seqs[i]) for i in idx)
+
+    result = fit(model, len(train), loss_fn, config, out, header, progress, f"train {kind}", stop_after)
+    if result.steps < config.total_steps(len(train)):
+        return {"stopped_at": result.steps}
+    metrics = regression_metrics(model, tok, val[: config.val_examples], config)
+    metrics.update(train_targets=len(train), train_tokens_per_second=result.tokens_per_second,
+                   final_train_loss=result.final_loss, steps=result.steps)
+    return save_checkpoint(model, tok, out, kind, config, header, metrics=metrics, output="sigmoid")
+
+
+def regression_metrics(model: Any, tok: Any, val: list[Target], config: TrainConfig) -> dict[str, Any]:
+    if not val:
+        return {"val_targets": 0}
+    seqs = [_tokenize(tok, t.state, t.action, config.max_length) for t in val]
+    logits = _values(model, tok, seqs, config.batch_size)
+    preds = [sigmoid(x) for x in logits]
+    loss = -sum(t.value * math.log(max(p, 1e-12)) + (1 - t.value) * math.log(max(1 - p, 1e-12))
+                for t, p in zip(val, preds)) / len(val)
+    return {"val_targets": len(val), "val_loss": loss,
+            "val_auc_won": auc(preds, [t.success >= 0.5 for t in val]),
+            "val_pair_accuracy": pair_accuracy(val, preds)}
+
+
+def train_agentprm(rollouts: Sequence[str], out: Path, config: TrainConfig, shaping_ref: str | None = None,
+                   progress: bool = True, echo: Callable[[str], None] = print,
+                   stop_after: int | None = None) -> dict[str, Any]:
+    episodes = load_rollouts(*rollouts)
+    if shaping_ref:
+        v_ref = ValueFunction(shaping_ref, config)
+        targets = shaped_targets(episodes, v_ref, config.gamma)
+    else:
+        targets = mc_targets(episodes, config.gamma)
+    header = {"stage": "prm", "objective": "agentprm", "rollouts": [str(Path(r).resolve()) for r in rollouts],
+              "episodes": len(episodes), "shaping_ref": shaping_ref}
+    return train_regression("prm", targets, out, config, header, progress, echo, stop_after)
+
+
+def train_value(rollouts: Sequence[str], out: Path, config: TrainConfig, progress: bool = True,
+                echo: Callable[[str], None] = print, stop_after: int | None = None) -> dict[str, Any]:
+    episodes = load_rollouts(*rollouts)
+    header = {"stage": "value", "rollouts": [str(Path(r).resolve()) for r in rollouts], "episodes": len(episodes)}
+    return train_regression("value", mc_state_values(episodes, config.gamma), out, config, header, progress, echo,
+                            stop_after)
+
+
+class ValueFunction:
+    """V_ref(states) from a ``value`` checkpoint: sigmoid of its head, one batched pass."""
+
+    def __init__(self, path: str, config: TrainConfig):
+        from mpr.checkpoints import load_checkpoint
+        from mpr.engine import EngineConfig
+        from mpr.hf_engine import HFEngine
+
+        ckpt = load_checkpoint(path, "value", flag="--shaping-ref")
+        self.engine = HFEngine(EngineConfig(model=str(ckpt.path), dtype="fp32", threads=config.threads,
+                                            batch_size=config.batch_size, max_length=config.max_length))
+
+    def __call__(self, states: list[State]) -> list[float]:
+        texts = [prm_text(s, "", self.engine.count_tokens, self.engine.config.max_length) for s in states]
+        return [sigmoid(v) for v in self.engine.value(texts)]
+
+
+# -- InversePRM ---------------------------------------------------------------------------
+
+
+def inverse_pairs(demos: Sequence[Any], learner: Sequence[Any], next_action: Callable[[list[State]], list[str]]
+                  ) -> list[Pair]:
+    """Positives from expert episodes (a′ from ``next_action``, one batched call), negatives from
+    learner episodes (a′ = the learner's own next action)."""
+    pairs: list[Pair] = []
+    expert_steps = [st for ep in demos for st in transitions(ep) if st.t >= ep.prefix]
+    needs = [st.next_state for st in expert_steps if not st.done]
+    proposed = iter(next_action(needs) if needs else [])
+    for st in expert_steps:
+        pairs.append(Pair(st.state, st.action, st.next_state, "" if st.done else next(proposed), st.done, 1.0))
+    for ep in learner:
+        steps = [st for st in transitions(ep)]
+        for i, st in enumerate(steps):
+            if st.t < ep.prefix:
+                continue
+            nxt = "" if st.done else steps[i + 1].action
+            pairs.append(Pair(st.state, st.action, st.next_state, nxt, st.done, 0.0))
+    return pairs
+
+
+def train_inverse(demos: Sequence[str], rollouts: Sequence[str], policy: Callable[[list[State]], list[str]],
+                  policy_name: str, out: Path, config: TrainConfig, progress: bool = True,
+                  echo: Callable[[str], None] = print, stop_after: int | None = None) -> dict[str, Any]:
+    import torch
+
+    header = {"stage": "prm", "objective": "inverse", "demos": [str(Path(d).resolve()) for d in demos],
+              "rollouts": [str(Path(r).resolve()) for r in rollouts], "policy": policy_name}
+    done = finished(out, "inverse-prm", header, config)
+    if done:
+        echo(f"{out}: already trained (inverse-prm); nothing to do")
+        return done
+    pairs = inverse_pairs(load_rollouts(*demos), load_rollouts(*rollouts), policy)
+    train, val = split_by_game(pairs, lambda p: p.state.task_id, config.val_fraction)
+    if not any(p.label for p in train) or all(p.label for p in train):
+        raise MprError("InversePRM needs both expert (--demos) and learner (--rollouts) transitions")
+    model, tok = load_model(config.base, "value", config)
+    first = [_tokenize(tok, p.state, p.action, config.max_length) for p in train]
+    second = [_tokenize(tok, p.next_state, p.next_action, config.max_length) for p in train]
+    y = torch.tensor([p.label for p in train])
+    not_last = torch.tensor([0.0 if p.last else 1.0 for p in train])
+    echo(f"inverse-prm: {len(train)} training transitions ({int(y.sum())} expert), {len(val)} held out")
+
+    def loss_fn(idx: list[int]) -> tuple[Any, int]:
+        q = _forward(model, tok, [first[i] for i in idx] + [second[i] for i in idx])
+        logit = q[: len(idx)] - config.gamma * q[len(idx):] * not_last[idx]
+        n_tok = sum(len(first[i]) + len(second[i]) for i in idx)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logit, y[idx]), n_tok
+
+    started = time.perf_counter()
+    result = fit(model, len(train), loss_fn, config, out, header, progress, "train inverse-prm", stop_after)
+    if result.steps < config.total_steps(len(train)):
+        return {"stopped_at": result.steps}
+    metrics: dict[str, Any] = {"train_pairs": len(train), "train_tokens_per_second": result.tokens_per_second,
+                               "final_train_loss": result.final_loss, "steps": result.steps,
+                               "seconds": time.perf_counter() - started}
+    val = val[: config.val_examples]
+    if val:
+        q1 = _values(model, tok, [_tokenize(tok, p.state, p.action, config.max_length) for p in val], config.batch_size)
+        q2 = _values(model, tok, [_tokenize(tok, p.next_state, p.next_action, config.max_length) for p in val],
+                     config.batch_size)
+        logits = [a - (0 if p.last else config.gamma * b) for a, b, p in zip(q1, q2, val)]
+        loss = sum(math.log1p(math.exp(-abs(z))) + max(z, 0) - z * p.label for z, p in zip(logits, val)) / len(val)
+        metrics.update(val_pairs=len(val), val_loss=loss, val_auc_expert=auc(logits, [p.label > 0 for p in val]),
+                       val_auc_expert_q=auc(q1, [p.label > 0 for p in val]))
+    return save_checkpoint(model, tok, out, "inverse-prm", config, header, metrics=metrics, output="raw")

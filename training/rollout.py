@@ -1,0 +1,311 @@
+"""``mpr rollout``: K rollouts per game with a policy, recorded append-only, resumable.
+
+A rollout directory holds ``rollouts.jsonl`` (a header with the settings, then one line per
+finished episode: its whole trajectory — every action and observation, the admissible commands
+of every state, the outcome), ``config.json`` (the resolved config) and ``summary.json``.
+Each transition (s_t, a_t, o_{t+1}, r_t, done_t, won_t) is recovered by :func:`transitions`.
+
+Episodes are keyed ``task_id#k`` (k-th rollout); a rerun skips the recorded ones, so a killed run
+resumes with nothing lost or duplicated. Rollout k uses seed ``seed + k`` for the policy and the
+game, and every random choice is seeded per (seed, state), so the records do not depend on how
+episodes were spread over workers or interrupted.
+
+Exploration options (the seed paper's):
+
+* ``reset_half`` — reset-50-50 at 0.5: that fraction of rollouts starts from a state on the
+  game's walkthrough, reached by replaying a random-length prefix of it (recorded as ``prefix``;
+  those turns are not the policy's and are skipped when targets are computed).
+* ``steer_prob`` — steered exploration: an LLM policy sees the exploration prompt with this
+  probability per state.
+* ``epsilon`` — with this probability per state, a uniformly random admissible action
+  (useful to get failures out of reference policies such as the expert).
+
+Expert demonstrations use the same format: ``--policy walkthrough`` (the games' stored
+solutions) or ``--policy expert`` (ALFWorld's handcoded expert).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mpr.agents import BUILTIN_AGENTS, make_policy
+from mpr.config import require, to_dict
+from mpr.core import PlanResult, Policy, State
+from mpr.data import (
+    SPLITS,
+    TASK_TYPES,
+    Task,
+    atomic_write_text,
+    list_tasks,
+    load_walkthrough,
+)
+from mpr.engine import EngineConfig
+from mpr.env import EnvConfig
+from mpr.episodes import EpisodeResult, EpisodeStore, run_episodes
+from mpr.errors import MprError
+
+RECORDS = "rollouts.jsonl"
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """What to roll out. ``policy``: walkthrough, expert, random, llm (the default model), or a
+    trained policy checkpoint directory."""
+
+    policy: str = "expert"
+    split: str = "train"
+    limit: int | None = None
+    task_type: str | None = None
+    repeats: int = 1
+    temperature: float = 1.0
+    epsilon: float = 0.0
+    reset_half: float = 0.0
+    steer_prob: float = 0.0
+    seed: int = 0
+    workers: int = 2
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        require(self.split in SPLITS, f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
+        require(self.task_type is None or self.task_type in TASK_TYPES,
+                f"unknown task type {self.task_type!r}; choose one of: {', '.join(TASK_TYPES)}")
+        require(self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}")
+        require(self.repeats >= 1, f"--repeats must be >= 1, got {self.repeats}")
+        require(self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}")
+        for name in ("epsilon", "reset_half", "steer_prob"):
+            v = getattr(self, name)
+            require(0 <= v <= 1, f"{name} must be in [0, 1], got {v}")
+        require(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+
+    @property
+    def is_llm(self) -> bool:
+        return self.policy not in BUILTIN_AGENTS
+
+    def record_header(self) -> dict[str, Any]:
+        """Everything that determines the records; a resumed directory must match it."""
+        header = {k: v for k, v in to_dict(self).items() if k not in ("workers", "env", "model")}
+        header["max_actions"] = self.env.max_actions
+        if self.is_llm:
+            header["model"] = self.model.model
+        return header
+
+
+def resolve_policy_model(policy: str) -> str:
+    """The model directory behind ``--policy``: the default model for ``llm``, else a policy checkpoint."""
+    if policy == "llm":
+        return "default"
+    from mpr.checkpoints import load_checkpoint
+
+    return str(load_checkpoint(policy, "policy", flag="--policy").path)
+
+
+def build_rollout_policy(config: RolloutConfig, repeat: int, engine: Any = None) -> Policy:
+    """The policy of rollout ``repeat`` (seed ``seed + repeat``); LLM policies share ``engine``."""
+    seed = config.seed + repeat
+    if not config.is_llm:
+        return make_policy(config.policy, seed, config.env.data_dir)
+    from mpr.policy import LLMPolicy, PolicyConfig
+
+    mode = "score-sample" if config.temperature > 0 else "score"
+    return LLMPolicy(engine, PolicyConfig(mode=mode, temperature=config.temperature or 1.0, seed=seed,
+                                          steer_prob=config.steer_prob))
+
+
+def _rng(*parts: Any) -> random.Random:
+    return random.Random(zlib.crc32(":".join(map(str, parts)).encode()))
+
+
+def reset_prefix(config: RolloutConfig, task_id: str, repeat: int, walkthrough_len: int) -> int:
+    """How many walkthrough commands rollout ``repeat`` of ``task_id`` replays first (0: from the start)."""
+    if config.reset_half <= 0 or walkthrough_len < 2:
+        return 0
+    rng = _rng("reset", config.seed, task_id, repeat)
+    if rng.random() >= config.reset_half:
+        return 0
+    return rng.randint(1, walkthrough_len - 1)
+
+
+class RolloutPlanner:
+    """Replays each episode's walkthrough prefix, then follows the policy (epsilon-mixed).
+
+    One ``policy.propose`` call per decision round for all episodes past their prefix.
+    """
+
+    def __init__(self, policy: Policy, prefixes: dict[str, int], walkthroughs: dict[str, list[str]],
+                 epsilon: float = 0.0, seed: int = 0):
+        self.policy, self.prefixes, self.walkthroughs = policy, prefixes, walkthroughs
+        self.epsilon, self.seed = epsilon, seed
+        self.random_actions = 0
+
+    def __call__(self, roots: Sequence[State]) -> list[PlanResult]:
+        actions: list[str | None] = [None] * len(roots)
+        own = []
+        for i, s in enumerate(roots):
+            if s.num_actions < self.prefixes.get(s.task_id, 0):
+                actions[i] = self.walkthroughs[s.task_id][s.num_actions]
+            else:
+                own.append(i)
+        if own:
+            for i, (a, *_rest) in zip(own, self.policy.propose([roots[i] for i in own], 1)):
+                actions[i] = self._explore(roots[i]) or a
+        return [PlanResult(a) for a in actions]  # type: ignore[arg-type]
+
+    def _explore(self, state: State) -> str | None:
+        if self.epsilon <= 0 or not state.admissible:
+            return None
+        rng = _rng("epsilon", self.seed, state.digest())
+        if rng.random() >= self.epsilon:
+            return None
+        self.random_actions += 1
+        return rng.choice(state.admissible)
+
+
+def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
+            echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) the rollouts into directory ``out``; returns the summary it saved."""
+    from mpr.evaluation import _progress_bar, make_env
+
+    out = Path(out)
+    model_dir = resolve_policy_model(config.policy) if config.is_llm else None
+    if model_dir is not None:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, model=model_dir))
+    tasks = list_tasks(config.split, config.env.data_dir, config.task_type, config.limit)
+    out.mkdir(parents=True, exist_ok=True)
+    store = EpisodeStore(out / RECORDS, config.record_header())
+    atomic_write_text(out / "config.json", json.dumps(to_dict(config), indent=2))
+    todo = [(k, t) for k in range(config.repeats) for t in tasks if not store.is_finished(t.id, k)]
+    total = config.repeats * len(tasks)
+    if len(todo) < total:
+        echo(f"resuming {out}: {total - len(todo)} of {total} rollouts already recorded")
+    walkthroughs = _walkthroughs(tasks, config) if config.reset_half > 0 else {}
+    started, new = time.perf_counter(), 0
+    if todo:
+        engine = _engine(config) if config.is_llm else None
+        env_config = dataclasses.replace(config.env, expert=config.env.expert or config.policy == "expert")
+        env = make_env(config.workers, env_config, len(todo))
+        bar = _progress_bar(len(todo), f"rollouts ({config.policy}) on {config.split}", progress)
+        try:
+            for k in range(config.repeats):
+                batch = [t for kk, t in todo if kk == k]
+                if not batch:
+                    continue
+                prefixes = {t.id: reset_prefix(config, t.id, k, len(walkthroughs.get(t.id, ()))) for t in batch}
+                planner = RolloutPlanner(build_rollout_policy(config, k, engine), prefixes, walkthroughs,
+                                         config.epsilon, config.seed + k)
+
+                def on_result(result: EpisodeResult, k: int = k, prefixes: dict[str, int] = prefixes) -> None:
+                    nonlocal new
+                    prefix = min(prefixes.get(result.task_id, 0), result.num_actions)
+                    store.add(dataclasses.replace(result, repeat=k, prefix=prefix))
+                    new += 1
+                    bar.update(1)
+
+                run_episodes(env, planner, batch, seed=config.seed + k, on_result=on_result, record_admissible=True)
+        finally:
+            env.close()
+            bar.close()
+    wall = time.perf_counter() - started
+    summary = summarize_rollouts(list(store.results.values()))
+    summary.update(rollouts_run_now=new, wall_seconds_now=wall)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    echo(f"{summary['episodes']} rollouts ({summary['won']} won, {summary['errors']} errors), "
+         f"{summary['transitions']} transitions in {out / RECORDS}")
+    if new:
+        echo(f"ran {new} rollouts in {wall:.1f}s ({60 * new / wall:.1f} per minute)")
+    return summary
+
+
+def _walkthroughs(tasks: Sequence[Task], config: RolloutConfig) -> dict[str, list[str]]:
+    return {t.id: load_walkthrough(t) for t in tasks}
+
+
+def _engine(config: RolloutConfig) -> Any:
+    from mpr.engine import make_engine
+
+    return make_engine(config.model)
+
+
+def summarize_rollouts(episodes: Sequence[EpisodeResult]) -> dict[str, Any]:
+    ok = [e for e in episodes if e.error is None]
+    return {
+        "episodes": len(episodes),
+        "won": sum(e.won for e in ok),
+        "errors": len(episodes) - len(ok),
+        "success_rate": sum(e.won for e in ok) / len(ok) if ok else 0.0,
+        "transitions": sum(e.num_actions for e in ok),
+        "from_walkthrough_state": sum(e.prefix > 0 for e in ok),
+    }
+
+
+# -- reading rollouts back --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step of a recorded episode: ``state --action--> next_state`` with reward r_t."""
+
+    state: State
+    action: str
+    next_state: State
+    reward: float
+    done: bool
+    won: bool
+    t: int
+    episode: str
+
+
+def transitions(episode: EpisodeResult) -> Iterator[Transition]:
+    """Every transition of ``episode`` in order. The reward is the episode's reward on its last
+    step (1 on a win in ALFWorld) and 0 before; ``done`` is true on the last step."""
+    states = episode.states()
+    last = episode.num_actions - 1
+    for t, turn in enumerate(episode.turns):
+        yield Transition(states[t], turn.action, states[t + 1], episode.reward if t == last else 0.0,
+                         t == last, episode.won and t == last, t, episode.key)
+
+
+def load_rollouts(*dirs: str | Path, allow_valid_unseen: bool = False) -> list[EpisodeResult]:
+    """Finished (error-free) episodes from rollout directories, in file order.
+
+    Training must never read ``valid_unseen`` (the held-out test split): its episodes are refused.
+    """
+    episodes: list[EpisodeResult] = []
+    for d in dirs:
+        path = Path(d) / RECORDS
+        if not Path(d).is_dir():
+            raise MprError(f"rollouts dir {d} does not exist (make one with `mpr rollout ... --out {d}`)")
+        if not path.is_file():
+            raise MprError(f"{d} holds no {RECORDS}: not a rollouts dir (make one with `mpr rollout`)")
+        lines = path.read_text().splitlines()
+        if not lines or json.loads(lines[0]).get("type") != "header":
+            raise MprError(f"{path} is not an mpr rollouts file (no header line)")
+        latest: dict[str, EpisodeResult] = {}
+        for line in lines[1:]:
+            try:
+                d_ = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill; the rollout command drops it on resume
+            if d_.get("type") == "episode":
+                ep = EpisodeResult.from_json(d_)
+                latest[ep.key] = ep
+        episodes.extend(e for e in latest.values() if e.error is None)
+    if not allow_valid_unseen and any(e.task_id.startswith("valid_unseen/") for e in episodes):
+        raise MprError("training data contains valid_unseen games (the held-out test split); "
+                       "roll out on train or valid_train instead")
+    if not episodes:
+        raise MprError(f"no finished rollouts in {', '.join(map(str, dirs))}")
+    return episodes
+
+
+def task_split(task_id: str) -> str:
+    return task_id.split("/", 1)[0]
+

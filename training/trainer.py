@@ -1,0 +1,241 @@
+"""The one training loop every stage uses: resumable, seeded, atomic.
+
+A stage hands :func:`fit` a model, the number of examples and a ``loss(indices) -> (loss, tokens)``
+function. Batches are a pure function of (seed, step): step s of epoch e takes the s-th slice of a
+permutation drawn from ``seed`` and ``e``. So a run resumed from a saved step sees exactly the
+batches an uninterrupted run would — together with the restored weights, optimizer and scheduler
+state, the final weights are bit-identical (tested).
+
+The state (trainable weights, optimizer, scheduler, step, log) goes to ``OUT/train-state.pt``
+every ``checkpoint_every`` steps and at the end, written to a temp file and renamed, so a kill at
+any moment leaves the previous complete state. The finished model is saved as a plain HF
+directory in ``OUT`` and ``mpr-checkpoint.json`` is written last: its presence means "complete".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mpr.config import require, to_dict
+from mpr.errors import MprError
+
+STATE_FILE = "train-state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training stage's settings (presets in ``training/presets/*.yaml``).
+
+    base: the model to start from ("tiny", "default", a model dir or a checkpoint dir).
+    lora: train LoRA adapters (rank ``lora_r``) instead of all weights; merged when saved.
+    epochs / max_steps: length (max_steps > 0 wins). lr decays linearly to 10% after warmup.
+    max_length: tokens per example (oldest turns are dropped to fit, see mpr.prompts).
+    val_fraction: share of games held out (by a hash of the task id) for validation metrics.
+    val_examples: at most this many held-out examples are decoded/ranked for metrics.
+    gamma: discount of AgentPRM / InversePRM targets. dpo_beta: the DPO KL-anchor strength.
+    candidates: actions sampled per state for RFT / DPO. rounds: online DPO rounds.
+    threads: torch threads (0: $MPR_THREADS or the core count).
+    """
+
+    base: str = "tiny"
+    lora: bool = False
+    lora_r: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    epochs: float = 1.0
+    max_steps: int = 0
+    batch_size: int = 8
+    max_length: int = 512
+    seed: int = 0
+    checkpoint_every: int = 50
+    val_fraction: float = 0.1
+    val_examples: int = 200
+    gamma: float = 0.9
+    dpo_beta: float = 0.1
+    candidates: int = 4
+    rounds: int = 4
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.epochs > 0 or self.max_steps > 0, "need epochs > 0 or max_steps > 0")
+        require(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.max_length >= 32, f"max_length must be >= 32, got {self.max_length}")
+        require(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        require(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        require(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
+        require(self.dpo_beta > 0, f"dpo_beta must be > 0, got {self.dpo_beta}")
+        require(self.candidates >= 2, f"candidates must be >= 2, got {self.candidates}")
+        require(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}")
+        require(self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}")
+        require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
+
+    def total_steps(self, num_examples: int) -> int:
+        if self.max_steps:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * math.ceil(num_examples / self.batch_size)))
+
+
+@dataclass
+class FitResult:
+    steps: int
+    resumed_from: int
+    tokens: int
+    seconds: float  # training time summed over all steps (earlier, killed processes included)
+    final_loss: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def batch_indices(num_examples: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """The example indices of ``step``: a pure function of (seed, step) — see the module doc."""
+    import torch
+
+    per_epoch = math.ceil(num_examples / batch_size)
+    epoch, k = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(num_examples, generator=g).tolist()
+    return perm[k * batch_size : (k + 1) * batch_size]
+
+
+def fit(
+    model: Any,
+    num_examples: int,
+    loss_fn: Callable[[list[int]], tuple[Any, int]],
+    config: TrainConfig,
+    out: Path,
+    header: dict[str, Any],
+    progress: bool = True,
+    desc: str = "train",
+    stop_after: int | None = None,
+) -> FitResult:
+    """Train ``model`` (its parameters with requires_grad) on ``num_examples`` examples.
+
+    ``loss_fn(indices)`` returns (scalar loss, tokens in the batch). ``header`` identifies the
+    run: a saved state written under a different header is refused, not mixed.
+    ``stop_after``: return after that many steps of this call, as a kill would (tests).
+    """
+    import torch
+
+    require(num_examples > 0, "no training examples (are the rollouts empty?)")
+    total = config.total_steps(num_examples)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, _schedule(config.warmup_steps, total))
+    header = json.loads(json.dumps({**header, "train": to_dict(config), "examples": num_examples}))
+    step, log = _restore(out / STATE_FILE, model, optim, sched, header)
+    resumed_from, tokens, seconds, last = step, 0, 0.0, float("nan")
+    bar = _bar(total, step, desc, progress)
+    model.train()
+    try:
+        while step < total:
+            if stop_after is not None and step - resumed_from >= stop_after:
+                break
+            t0 = time.perf_counter()
+            loss, n_tok = loss_fn(batch_indices(num_examples, config.batch_size, config.seed, step))
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optim.step()
+            sched.step()
+            step += 1
+            dt = time.perf_counter() - t0
+            seconds, tokens, last = seconds + dt, tokens + n_tok, float(loss.detach())
+            log.append({"step": step, "loss": last, "tokens": n_tok, "seconds": dt})
+            bar.update(1)
+            bar.set_postfix(loss=f"{last:.4f}", tok_s=f"{tokens / max(seconds, 1e-9):.0f}")
+            if step % config.checkpoint_every == 0 or step == total:
+                save_state(out / STATE_FILE, model, optim, sched, step, header, log)
+    finally:
+        bar.close()
+        model.eval()
+    # Throughput and loss over every step of the run, including steps of earlier (killed) processes.
+    if log:
+        tokens, seconds, last = sum(e["tokens"] for e in log), sum(e["seconds"] for e in log), log[-1]["loss"]
+    return FitResult(step, resumed_from, tokens, seconds, last)
+
+
+def _schedule(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        span = max(1, total - warmup)
+        return 1.0 - 0.9 * min(1.0, (step - warmup) / span)
+
+    return factor
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def save_state(path: Path, model: Any, optim: Any, sched: Any, step: int, header: dict[str, Any],
+               log: list[dict[str, Any]]) -> None:
+    """Atomically write the resumable training state (a kill leaves the previous one intact)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"header": header, "step": step, "model": trainable_state(model), "optim": optim.state_dict(),
+                "sched": sched.state_dict(), "log": log}, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _restore(path: Path, model: Any, optim: Any, sched: Any, header: dict[str, Any]) -> tuple[int, list]:
+    import torch
+
+    if not path.exists():
+        return 0, []
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as exc:
+        raise MprError(f"{path} is unreadable ({exc.__class__.__name__}); delete it to start this stage over") from None
+    if state.get("header") != header:
+        diff = _diff(state.get("header") or {}, header)
+        raise MprError(f"{path.parent} holds a training run with different settings ({diff}); "
+                       "use another --out or the same settings")
+    missing = model.load_state_dict(state["model"], strict=False)
+    if missing.unexpected_keys:
+        raise MprError(f"{path} does not match this model (unexpected weights {missing.unexpected_keys[:3]})")
+    optim.load_state_dict(state["optim"])
+    sched.load_state_dict(state["sched"])
+    return int(state["step"]), list(state["log"])
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    parts = []
+    for k in keys:
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            parts.append(_diff(a[k], b[k], f"{prefix}{k}."))
+        else:
+            parts.append(f"{prefix}{k}")
+    return ", ".join(parts)
+
+
+def _bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
+
+
+def read_log(out: Path) -> list[dict[str, Any]]:
+    """The per-step log of a run (from its saved state)."""
+    import torch
+
+    path = out / STATE_FILE
+    return list(torch.load(path, weights_only=False)["log"]) if path.exists() else []

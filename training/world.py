@@ -1,0 +1,110 @@
+"""``mpr train world``: fine-tune a causal LM to predict the next observation.
+
+Examples are every transition (state, action -> observation) of the given rollouts and
+demonstrations, merged by (state, action) (the games are deterministic, so a pair always leads to
+the same observation). The prompt is :func:`mpr.prompts.world_prompt`; only the observation tokens
+(and the end-of-turn token) carry loss.
+
+Metrics on held-out transitions — ``--val-rollouts`` (e.g. walkthroughs of valid_seen), or else
+held-out train games: exact match of the greedy prediction with the real observation, and match
+of the parsed facts (location, objects seen, inventory changes, open/closed; see
+:mod:`worldmodel.facts`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mpr.errors import MprError
+from training.common import (
+    finish_checkpoint,
+    finished,
+    load_model,
+    save_model,
+    split_by_game,
+)
+from training.rollout import Transition, load_rollouts, transitions
+from training.sft import example, sft_loss
+from training.trainer import TrainConfig, fit
+from worldmodel.facts import facts_match
+
+
+def world_transitions(episodes: Sequence[Any]) -> list[Transition]:
+    """Every transition, merged by (state, action), in first-seen order."""
+    seen: dict[tuple[str, str], Transition] = {}
+    for ep in episodes:
+        for st in transitions(ep):
+            seen.setdefault((st.state.digest(), st.action), st)
+    return list(seen.values())
+
+
+def train_world(rollouts: Sequence[str], out: Path, config: TrainConfig, val_rollouts: Sequence[str] = (),
+                progress: bool = True, echo: Callable[[str], None] = print,
+                stop_after: int | None = None) -> dict[str, Any]:
+    from mpr.prompts import ChatFormat, world_prompt
+
+    header = {"stage": "world", "rollouts": [str(Path(r).resolve()) for r in rollouts],
+              "val_rollouts": [str(Path(r).resolve()) for r in val_rollouts]}
+    done = finished(out, "world", header, config)
+    if done:
+        echo(f"{out}: already trained (world); nothing to do")
+        return done
+    data = world_transitions(load_rollouts(*rollouts))
+    if val_rollouts:
+        train, val = data, world_transitions(load_rollouts(*val_rollouts))
+        overlap = {t.state.task_id for t in train} & {t.state.task_id for t in val}
+        if overlap:
+            raise MprError(f"--val-rollouts shares {len(overlap)} games with --rollouts; use held-out games")
+    else:
+        train, val = split_by_game(data, lambda t: t.state.task_id, config.val_fraction)
+    model, tok = load_model(config.base, "causal", config)
+    chat = ChatFormat.from_tokenizer(tok)
+    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+    def make(t: Transition) -> tuple[list[int], list[int]]:
+        target = t.next_state.observation
+        budget = config.max_length - count(target) - 1
+        return example(tok, world_prompt(t.state, t.action, chat, count, budget), target)
+
+    examples = [make(t) for t in train]
+    echo(f"world: {len(train)} training transitions from {len({t.state.task_id for t in train})} games, "
+         f"{len(val)} held-out transitions from {len({t.state.task_id for t in val})} games")
+    result = fit(model, len(examples), lambda idx: sft_loss(model, [examples[i] for i in idx], tok.pad_token_id),
+                 config, out, header, progress, "train world", stop_after)
+    if result.steps < config.total_steps(len(examples)):
+        return {"stopped_at": result.steps}
+    save_model(model, tok, out, config)
+    metrics = evaluate_world(str(out), val[: config.val_examples], config)
+    metrics.update(train_transitions=len(train), train_tokens_per_second=result.tokens_per_second,
+                   final_train_loss=result.final_loss, steps=result.steps)
+    return finish_checkpoint(out, "world", config, header, metrics=metrics)
+
+
+def evaluate_world(model_dir: str, val: Sequence[Transition], config: TrainConfig) -> dict[str, Any]:
+    """Greedy predictions for held-out transitions vs the real observations (one batched call)."""
+    from mpr.engine import EngineConfig
+    from mpr.hf_engine import HFEngine
+    from worldmodel.llm import LLMWorldModel
+
+    if not val:
+        return {"val_transitions": 0}
+    engine = HFEngine(EngineConfig(model=model_dir, dtype="fp32", threads=config.threads,
+                                   batch_size=config.batch_size, max_length=config.max_length))
+    wm = LLMWorldModel(engine)
+    t0 = time.perf_counter()
+    preds = wm.predict([t.state for t in val], [t.action for t in val])
+    seconds = time.perf_counter() - t0
+    actual = [t.next_state.observation for t in val]
+    return {
+        "val_transitions": len(val),
+        "val_exact_match": sum(p.strip() == a.strip() for p, a in zip(preds, actual)) / len(val),
+        "val_facts_match": sum(facts_match(p, a) for p, a in zip(preds, actual)) / len(val),
+        "val_empty_outputs": wm.empty_outputs,
+        "val_generated_tokens_per_second": engine.stats.generated_tokens / seconds if seconds > 0 else None,
+        "val_examples_shown": [{"action": t.action, "actual": a, "predicted": p}
+                               for t, a, p in list(zip(val, actual, preds))[:5]],
+    }
+

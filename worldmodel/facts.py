@@ -1,0 +1,51 @@
+"""Facts an ALFWorld observation states, for scoring world-model predictions beyond exact match.
+
+``parse_facts(text)`` -> a frozenset of (kind, value) pairs:
+
+* ``("location", "desk 1")`` — "You arrive at desk 1."
+* ``("seen", "alarmclock 3")`` — every object listed after "you see" (none for "you see nothing")
+* ``("picked", "apple 2")`` / ``("placed", "apple 2")`` — inventory changes ("You pick up the ...",
+  "You move/put the ... to/in/on ...")
+* ``("open", "drawer 1")`` / ``("closed", "drawer 1")`` — "The drawer 1 is open/closed", "You open/close ..."
+* ``("carrying", "mug 1")`` — the inventory listing; ``("nothing", "")`` for "Nothing happens."
+
+Two observations match on facts when their fact sets are equal, even if worded differently.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ARRIVE = re.compile(r"you arrive at (?:the )?([a-z]+ \d+)")
+_SEEN = re.compile(r"you see (.+?)(?:\.|$)")
+_ITEM = re.compile(r"(?:an? )?([a-z]+ \d+)")
+_PICK = re.compile(r"you pick up the ([a-z]+ \d+)")
+_PLACE = re.compile(r"you (?:move|put) the ([a-z]+ \d+) (?:to|in|on|in/on)")
+_STATE = re.compile(r"the ([a-z]+ \d+) is (open|closed)")
+_OPEN = re.compile(r"you (open|close) the ([a-z]+ \d+)")
+_CARRY = re.compile(r"you are carrying: (.+?)(?:\.|$)")
+
+
+def _items(listing: str) -> list[str]:
+    return [m.group(1) for m in _ITEM.finditer(listing)] if "nothing" not in listing.split(",")[0] else []
+
+
+def parse_facts(text: str) -> frozenset[tuple[str, str]]:
+    t = " ".join(text.lower().split())
+    facts: set[tuple[str, str]] = set()
+    if t.startswith("nothing happens"):
+        facts.add(("nothing", ""))
+    facts.update(("location", m.group(1)) for m in _ARRIVE.finditer(t))
+    for m in _SEEN.finditer(t):
+        facts.update(("seen", x) for x in _items(m.group(1)))
+    facts.update(("picked", m.group(1)) for m in _PICK.finditer(t))
+    facts.update(("placed", m.group(1)) for m in _PLACE.finditer(t))
+    facts.update((s, r) for r, s in _STATE.findall(t))
+    facts.update(("open" if verb == "open" else "closed", r) for verb, r in _OPEN.findall(t))
+    for m in _CARRY.finditer(t):
+        facts.update(("carrying", x) for x in _items(m.group(1)))
+    return frozenset(facts)
+
+
+def facts_match(predicted: str, actual: str) -> bool:
+    return parse_facts(predicted) == parse_facts(actual)

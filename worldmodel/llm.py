@@ -1,0 +1,63 @@
+"""The learned world model: a causal LM that writes the next observation.
+
+``predict(states, actions)[i]`` is the observation the game would print after ``actions[i]`` in
+``states[i]`` — one greedy ``Engine.generate`` call for the whole batch. Prompts come from
+:func:`mpr.prompts.world_prompt`, so siblings (same state, different actions) share a prefix.
+An empty output becomes "Nothing happens." (what the game says to an action it ignores) and is
+counted in ``empty_outputs``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from mpr.core import State, check_aligned
+from mpr.engine import Engine, EngineConfig, SamplingConfig
+from mpr.prompts import ChatFormat, world_prompt
+
+log = logging.getLogger(__name__)
+
+EMPTY_FALLBACK = "Nothing happens."
+
+
+class LLMWorldModel:
+    def __init__(self, engine: Engine, max_new_tokens: int = 96):
+        self.engine = engine
+        self.chat = ChatFormat.from_tokenizer(getattr(engine, "tokenizer", None))
+        self.sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens, stop=("<|im_end|>", "\n"))
+        self.empty_outputs = 0
+        self.predictions = 0
+
+    @classmethod
+    def from_checkpoint(cls, path: str, engine: EngineConfig | None = None) -> LLMWorldModel:
+        import dataclasses
+
+        from mpr.checkpoints import load_checkpoint
+        from mpr.engine import make_engine
+
+        ckpt = load_checkpoint(path, "world", flag="--world")
+        config = dataclasses.replace(engine or EngineConfig(), model=str(ckpt.path))
+        return cls(make_engine(config))
+
+    def prompt(self, state: State, action: str) -> str:
+        return world_prompt(state, action, self.chat, self.engine.count_tokens,
+                            self.engine.config.max_length - self.sampling.max_new_tokens)
+
+    def predict(self, states: Sequence[State], actions: Sequence[str]) -> list[str]:
+        if len(states) != len(actions):
+            raise ValueError("predict: states and actions differ in length")
+        if not states:
+            return []
+        outs = self.engine.generate([self.prompt(s, a) for s, a in zip(states, actions)], 1, self.sampling)
+        result = []
+        for (g,) in outs:
+            text = g.text.strip()
+            self.predictions += 1
+            if not text:
+                self.empty_outputs += 1
+                log.debug("world model produced an empty observation; using %r", EMPTY_FALLBACK)
+                text = EMPTY_FALLBACK
+            result.append(text)
+        check_aligned("WorldModel", result, states)
+        return result
