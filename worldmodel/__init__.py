@@ -1,6 +1,5 @@
-"""World models: predict the next observation of a (state, action) pair.
+"""World models: ``WorldModel.predict(states, actions) -> list[str]`` (the next observation per pair).
 
-Implementations (the learned LLM world model and the oracle that clones the
-real game) arrive with the training and planners issues; the interface is
-:class:`mpr.core.WorldModel`.
+* :class:`worldmodel.llm.LLMWorldModel` — the learned causal-LM world model (``mpr train world``).
+* :mod:`worldmodel.facts` — facts parsed from observations, for scoring predictions.
 """
