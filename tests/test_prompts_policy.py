@@ -91,3 +91,34 @@ def test_policy_config_is_validated():
         PolicyConfig(mode="beam")
     with pytest.raises(ConfigError):
         PolicyConfig(top_p=2.0)
+
+
+def test_score_sample_draws_are_seeded_per_state_not_per_batch(tiny_engine):
+    states = [make_state(k) for k in range(4)]
+    # A high temperature flattens the untrained model's peaked distribution, so draws vary.
+    policy = LLMPolicy(tiny_engine, PolicyConfig(mode="score-sample", temperature=100.0, seed=3))
+    batched = policy.propose(states, 5)
+    single = [policy.propose([s], 5)[0] for s in reversed(states)][::-1]
+    assert batched == single
+    assert all(a in ADMISSIBLE for row in batched for a in row)
+    other = LLMPolicy(tiny_engine, PolicyConfig(mode="score-sample", temperature=100.0, seed=4)).propose(states, 5)
+    assert other != batched  # another seed, other draws
+    greedy = LLMPolicy(tiny_engine, PolicyConfig(mode="score-sample", temperature=0.0)).propose(states, 2)
+    top = LLMPolicy(tiny_engine, PolicyConfig(mode="score")).propose(states, 1)
+    assert [row[0] for row in greedy] == [row[0] for row in top]
+
+
+def test_steered_exploration_swaps_the_system_prompt(tiny_engine):
+    from mpr.prompts import EXPLORE_SYSTEM
+
+    state = make_state(1)
+    always = LLMPolicy(tiny_engine, PolicyConfig(steer_prob=1.0))
+    assert EXPLORE_SYSTEM in always.prompt(state, "score") and always.steered == 1
+    never = LLMPolicy(tiny_engine, PolicyConfig(steer_prob=0.0))
+    assert EXPLORE_SYSTEM not in never.prompt(state, "score") and never.steered == 0
+    half = LLMPolicy(tiny_engine, PolicyConfig(steer_prob=0.5))
+    for k in range(40):
+        half.prompt(make_state(k), "score")
+    assert 8 < half.steered < 32
+    with pytest.raises(ConfigError):
+        PolicyConfig(steer_prob=1.5)

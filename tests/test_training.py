@@ -215,3 +215,18 @@ def test_facts_parse_locations_objects_and_state():
     assert facts_match("You move the mug 1 to the desk 1.", "You move the mug 1 to the desk 1.")
     assert not facts_match("You arrive at desk 1.", "You arrive at desk 2.")
     assert json.dumps(sorted(parse_facts("Nothing happens."))) == '[["nothing", ""]]'
+
+
+def test_one_iteration_runs_every_stage_and_resumes_as_a_no_op(sft_dir, tiny_model_dir, tmp_path):
+    from training.iterate import IterateConfig, iterate
+
+    config = IterateConfig(policy=str(sft_dir), limit=2, repeats=1, workers=0, reset_half=0.5,
+                           overrides=(f"base={tiny_model_dir}", "max_steps=2", "max_length=256", "threads=1",
+                                      "val_examples=4"))
+    first = _echo(lambda e: iterate(config, tmp_path / "it", progress=False, echo=e))
+    assert "[3/3]" in first
+    assert load_checkpoint(tmp_path / "it" / "policy", "policy").meta["method"] == "rft"
+    record = json.loads((tmp_path / "it" / "iteration.json").read_text())
+    assert record["rollouts"]["episodes"] == 2
+    again = _echo(lambda e: iterate(config, tmp_path / "it", progress=False, echo=e))
+    assert "2 of 2 rollouts already recorded" in again and again.count("already trained") == 2
