@@ -230,3 +230,29 @@ def test_one_iteration_runs_every_stage_and_resumes_as_a_no_op(sft_dir, tiny_mod
     assert record["rollouts"]["episodes"] == 2
     again = _echo(lambda e: iterate(config, tmp_path / "it", progress=False, echo=e))
     assert "2 of 2 rollouts already recorded" in again and again.count("already trained") == 2
+
+
+@pytest.mark.parametrize("head", ["prm", "policy"])
+def test_lora_training_saves_a_merged_plain_model(cfg, expert_rollouts, random_rollouts, tmp_path, head):
+    import dataclasses
+
+    lora = dataclasses.replace(cfg, lora=True, lora_r=4, max_steps=2)
+    if head == "prm":
+        train_agentprm([str(random_rollouts)], tmp_path / "m", lora, progress=False, echo=lambda _m: None,
+                       stop_after=1)
+        meta = train_agentprm([str(random_rollouts)], tmp_path / "m", lora, progress=False, echo=lambda _m: None)
+    else:
+        from training.policy import train_policy_sft
+
+        meta = train_policy_sft([str(expert_rollouts)], tmp_path / "m", lora, progress=False, echo=lambda _m: None)
+    assert meta["metrics"]["steps"] == 2
+    assert not (tmp_path / "m" / "adapter_config.json").exists()
+    assert not any("lora" in k for k in weights(tmp_path / "m"))
+    from mpr.engine import EngineConfig
+    from mpr.hf_engine import HFEngine
+
+    engine = HFEngine(EngineConfig(model=str(tmp_path / "m"), threads=1, dtype="fp32"))
+    if head == "prm":
+        assert len(engine.value(["Rate the last action.\n> look"])) == 1
+    else:
+        assert len(engine.score(["hello"], [[" look"]])[0]) == 1
