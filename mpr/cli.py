@@ -292,10 +292,10 @@ def _next_action_policy(name: str, config: Any) -> Any:
     elif name in ("expert", "walkthrough"):
         raise MprError("--policy must be the learner's current policy (a checkpoint dir or random), not the expert")
     else:
-        from training.policy import _current_policy
+        from training.policy import sampling_policy
         from mpr.checkpoints import load_checkpoint
 
-        policy = _current_policy(str(load_checkpoint(name, "policy", flag="--policy").path), config, config.seed)
+        policy = sampling_policy(str(load_checkpoint(name, "policy", flag="--policy").path), config, config.seed)
     return lambda states: [p[0] for p in policy.propose(states, 1)]
 
 

@@ -122,13 +122,18 @@ def train_policy_sft(demos: Sequence[str], out: Path, config: TrainConfig, progr
     return _sft(demo_steps(load_rollouts(*demos)), out, config, header, progress, echo, stop_after, "train policy (sft)")
 
 
-def _current_policy(path: str, config: TrainConfig, seed: int) -> Any:
+def sampling_policy(path: str, config: TrainConfig, seed: int, live_model: Any = None) -> Any:
+    """An LLMPolicy (score-sample, T=1) over the model at ``path`` — or over ``live_model``, the
+    weights being trained (then ``path`` only supplies the tokenizer). Proposals use the engine's
+    prefix-sharing scoring, not one forward pass per candidate."""
     from mpr.engine import EngineConfig
     from mpr.hf_engine import HFEngine
     from mpr.policy import LLMPolicy, PolicyConfig
 
     engine = HFEngine(EngineConfig(model=path, dtype="fp32", threads=config.threads, batch_size=config.batch_size,
                                    max_length=config.max_length))
+    if live_model is not None:
+        engine._lm = live_model
     return LLMPolicy(engine, PolicyConfig(mode="score-sample", temperature=1.0, seed=seed))
 
 
@@ -185,7 +190,7 @@ def train_policy_rft(rollouts: Sequence[str], prm: str, out: Path, config: Train
         best = [(by_digest[r["state"]], r["action"], r["score"]) for r in rows]
     else:
         echo(f"rft: proposing {config.candidates} actions for {len(states)} states and scoring them with the PRM")
-        best = prm_best_actions(states, _current_policy(base, config, config.seed), _prm(prm, config),
+        best = prm_best_actions(states, sampling_policy(base, config, config.seed), _prm(prm, config),
                                 config.candidates, taken)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(data_file, "".join(json.dumps({"state": s.digest(), "action": a, "score": v}) + "\n"
@@ -203,19 +208,6 @@ def dpo_loss(pi_c: Any, pi_r: Any, ref_c: Any, ref_r: Any, beta: float) -> Any:
     import torch
 
     return -torch.nn.functional.logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))).mean()
-
-
-def _live_policy(model: Any, model_dir: str, config: TrainConfig, seed: int) -> Any:
-    """An LLMPolicy (score-sample) over the model being trained, so proposals use the engine's
-    prefix-sharing scoring instead of one forward pass per candidate."""
-    from mpr.engine import EngineConfig
-    from mpr.hf_engine import HFEngine
-    from mpr.policy import LLMPolicy, PolicyConfig
-
-    engine = HFEngine(EngineConfig(model=model_dir, dtype="fp32", threads=config.threads,
-                                   batch_size=config.batch_size, max_length=config.max_length))
-    engine._lm = model  # the live weights, not a copy from disk
-    return LLMPolicy(engine, PolicyConfig(mode="score-sample", temperature=1.0, seed=seed))
 
 
 def _distinct_candidates(policy: Any, states: list[State], n: int, rng: random.Random) -> list[list[str]]:
@@ -265,7 +257,7 @@ def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: Train
         rng = random.Random(config.seed * 1009 + r)
         batch = rng.sample(train_states, per_round)
         model.eval()
-        cands = _distinct_candidates(_live_policy(model, base, config, config.seed * 1009 + r), batch,
+        cands = _distinct_candidates(sampling_policy(base, config, config.seed * 1009 + r, live_model=model), batch,
                                      config.candidates, rng)
         flat = [(s, a) for s, cs in zip(batch, cands) for a in cs]
         scores = iter(scorer.score([s for s, _ in flat], [a for _, a in flat]))
@@ -299,7 +291,7 @@ def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: Train
         pairs_total += len(pairs)
         echo(f"dpo round {r + 1}: {len(pairs)} preference pairs, final loss {result.final_loss:.4f}")
     save_model(model, tok, out, config)
-    val = prm_best_actions(val_states[: config.val_examples], _current_policy(base, config, config.seed), scorer,
+    val = prm_best_actions(val_states[: config.val_examples], sampling_policy(base, config, config.seed), scorer,
                            config.candidates) if val_states else []
     metrics = ranking_accuracy(str(out), [(s, a) for s, a, _ in val], config)
     metrics.update(preference_pairs=pairs_total, rounds=config.rounds)
