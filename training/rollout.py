@@ -187,7 +187,7 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
     if len(todo) < total:
         echo(f"resuming {out}: {total - len(todo)} of {total} rollouts already recorded")
     walkthroughs = _walkthroughs(tasks, config) if config.reset_half > 0 else {}
-    started, new = time.perf_counter(), 0
+    started, new, won = time.perf_counter(), 0, 0
     if todo:
         engine = _engine(config) if config.is_llm else None
         env_config = dataclasses.replace(config.env, expert=config.env.expert or config.policy == "expert")
@@ -203,11 +203,12 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
                                          config.epsilon, config.seed + k)
 
                 def on_result(result: EpisodeResult, k: int = k, prefixes: dict[str, int] = prefixes) -> None:
-                    nonlocal new
+                    nonlocal new, won
                     prefix = min(prefixes.get(result.task_id, 0), result.num_actions)
                     store.add(dataclasses.replace(result, repeat=k, prefix=prefix))
-                    new += 1
+                    new, won = new + 1, won + result.won
                     bar.update(1)
+                    bar.set_postfix(won=won, errors=sum(r.error is not None for r in store.results.values()))
 
                 run_episodes(env, planner, batch, seed=config.seed + k, on_result=on_result, record_admissible=True)
         finally:
