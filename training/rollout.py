@@ -42,7 +42,6 @@ from mpr.core import PlanResult, Policy, State
 from mpr.data import (
     SPLITS,
     TASK_TYPES,
-    Task,
     atomic_write_text,
     list_tasks,
     load_walkthrough,
@@ -186,7 +185,7 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
     total = config.repeats * len(tasks)
     if len(todo) < total:
         echo(f"resuming {out}: {total - len(todo)} of {total} rollouts already recorded")
-    walkthroughs = _walkthroughs(tasks, config) if config.reset_half > 0 else {}
+    walkthroughs = {t.id: load_walkthrough(t) for t in tasks} if config.reset_half > 0 else {}
     started, new, won = time.perf_counter(), 0, 0
     if todo:
         engine = _engine(config) if config.is_llm else None
@@ -223,10 +222,6 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
     if new:
         echo(f"ran {new} rollouts in {wall:.1f}s ({60 * new / wall:.1f} per minute)")
     return summary
-
-
-def _walkthroughs(tasks: Sequence[Task], config: RolloutConfig) -> dict[str, list[str]]:
-    return {t.id: load_walkthrough(t) for t in tasks}
 
 
 def _engine(config: RolloutConfig) -> Any:
@@ -305,8 +300,4 @@ def load_rollouts(*dirs: str | Path, allow_valid_unseen: bool = False) -> list[E
     if not episodes:
         raise MprError(f"no finished rollouts in {', '.join(map(str, dirs))}")
     return episodes
-
-
-def task_split(task_id: str) -> str:
-    return task_id.split("/", 1)[0]
 
