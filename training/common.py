@@ -199,10 +199,22 @@ def finish_checkpoint(out: Path, kind: str, config: TrainConfig, header: dict[st
     return {"kind": kind, **meta}
 
 
-def save_checkpoint(model: Any, tok: Any, out: Path, kind: str, config: TrainConfig, header: dict[str, Any],
-                    **info: Any) -> dict[str, Any]:
-    save_model(model, tok, out, config)
-    return finish_checkpoint(out, kind, config, header, **info)
+def train_and_save(model: Any, tok: Any, out: Path, kind: str, config: TrainConfig, header: dict[str, Any],
+                   num_examples: int, loss_fn: Callable[[list[int]], tuple[Any, int]],
+                   evaluate: Callable[[Any], dict[str, Any]], counts: dict[str, Any], progress: bool, desc: str,
+                   stop_after: int | None = None, **info: Any) -> dict[str, Any]:
+    """The end of every stage: train (resumably), save the model, measure it on held-out data, and
+    write the metadata. ``evaluate(saved_model)`` returns the held-out metrics; ``counts`` says how
+    much data went in. A run stopped early returns ``{"stopped_at": step}`` and writes nothing."""
+    from training.trainer import fit
+
+    result = fit(model, num_examples, loss_fn, config, out, header, progress, desc, stop_after)
+    if result.steps < config.total_steps(num_examples):
+        return {"stopped_at": result.steps}
+    saved = save_model(model, tok, out, config)
+    metrics = {**evaluate(saved), **counts, "train_tokens_per_second": result.tokens_per_second,
+               "final_train_loss": result.final_loss, "steps": result.steps}
+    return finish_checkpoint(out, kind, config, header, metrics=metrics, **info)
 
 
 def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:

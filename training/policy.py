@@ -34,6 +34,7 @@ from training.common import (
     load_model,
     save_model,
     split_by_game,
+    train_and_save,
 )
 from training.rollout import load_rollouts, transitions
 from training.sft import example, sft_loss, target_logprobs
@@ -86,15 +87,11 @@ def _sft(steps: list[tuple[State, str]], out: Path, config: TrainConfig, header:
     examples = [make(s, a) for s, a in train]
     echo(f"policy ({header['method']}): {len(train)} training steps from {len({s.task_id for s, _ in train})} games, "
          f"{len(val)} held out")
-    result = fit(model, len(examples), lambda idx: sft_loss(model, [examples[i] for i in idx], tok.pad_token_id),
-                 config, out, header, progress, desc, stop_after)
-    if result.steps < config.total_steps(len(examples)):
-        return {"stopped_at": result.steps}
-    save_model(model, tok, out, config)
-    metrics = ranking_accuracy(str(out), val[: config.val_examples], config)
-    metrics.update(train_steps=len(train), train_tokens_per_second=result.tokens_per_second,
-                   final_train_loss=result.final_loss, steps=result.steps)
-    return finish_checkpoint(out, "policy", config, header, metrics=metrics, method=header["method"])
+    return train_and_save(
+        model, tok, out, "policy", config, header, len(examples),
+        lambda idx: sft_loss(model, [examples[i] for i in idx], tok.pad_token_id),
+        lambda _saved: ranking_accuracy(str(out), val[: config.val_examples], config), {"train_steps": len(train)},
+        progress, desc, stop_after, method=header["method"])
 
 
 def ranking_accuracy(model_dir: str, val: Sequence[tuple[State, str]], config: TrainConfig) -> dict[str, Any]:

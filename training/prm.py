@@ -19,7 +19,6 @@ ranking accuracy among actions of the same state.
 from __future__ import annotations
 
 import math
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,12 +35,12 @@ from training.common import (
     finished,
     load_model,
     pad_right,
-    save_checkpoint,
     split_by_game,
+    train_and_save,
 )
 from training.rollout import load_rollouts, transitions
 from training.targets import Target, mc_state_values, mc_targets, shaped_targets
-from training.trainer import TrainConfig, fit
+from training.trainer import TrainConfig
 
 OBJECTIVES = ("agentprm", "inverse")
 
@@ -119,13 +118,9 @@ def train_regression(kind: str, targets: list[Target], out: Path, config: TrainC
         logits = _forward(model, tok, [seqs[i] for i in idx])
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, y[idx]), sum(len(seqs[i]) for i in idx)
 
-    result = fit(model, len(train), loss_fn, config, out, header, progress, f"train {kind}", stop_after)
-    if result.steps < config.total_steps(len(train)):
-        return {"stopped_at": result.steps}
-    metrics = regression_metrics(model, tok, val[: config.val_examples], config)
-    metrics.update(train_targets=len(train), train_tokens_per_second=result.tokens_per_second,
-                   final_train_loss=result.final_loss, steps=result.steps)
-    return save_checkpoint(model, tok, out, kind, config, header, metrics=metrics, output="sigmoid")
+    return train_and_save(model, tok, out, kind, config, header, len(train), loss_fn,
+                          lambda saved: regression_metrics(saved, tok, val[: config.val_examples], config),
+                          {"train_targets": len(train)}, progress, f"train {kind}", stop_after, output="sigmoid")
 
 
 def regression_metrics(model: Any, tok: Any, val: list[Target], config: TrainConfig) -> dict[str, Any]:
@@ -231,20 +226,19 @@ def train_inverse(demos: Sequence[str], rollouts: Sequence[str], policy: Callabl
         n_tok = sum(len(first[i]) + len(second[i]) for i in idx)
         return torch.nn.functional.binary_cross_entropy_with_logits(logit, y[idx]), n_tok
 
-    started = time.perf_counter()
-    result = fit(model, len(train), loss_fn, config, out, header, progress, "train inverse-prm", stop_after)
-    if result.steps < config.total_steps(len(train)):
-        return {"stopped_at": result.steps}
-    metrics: dict[str, Any] = {"train_pairs": len(train), "train_tokens_per_second": result.tokens_per_second,
-                               "final_train_loss": result.final_loss, "steps": result.steps,
-                               "seconds": time.perf_counter() - started}
-    val = val[: config.val_examples]
-    if val:
-        q1 = _values(model, tok, [_tokenize(tok, p.state, p.action, config.max_length) for p in val], config.batch_size)
-        q2 = _values(model, tok, [_tokenize(tok, p.next_state, p.next_action, config.max_length) for p in val],
-                     config.batch_size)
-        logits = [a - (0 if p.last else config.gamma * b) for a, b, p in zip(q1, q2, val)]
-        loss = sum(math.log1p(math.exp(-abs(z))) + max(z, 0) - z * p.label for z, p in zip(logits, val)) / len(val)
-        metrics.update(val_pairs=len(val), val_loss=loss, val_auc_expert=auc(logits, [p.label > 0 for p in val]),
-                       val_auc_expert_q=auc(q1, [p.label > 0 for p in val]))
-    return save_checkpoint(model, tok, out, "inverse-prm", config, header, metrics=metrics, output="raw")
+    return train_and_save(model, tok, out, "inverse-prm", config, header, len(train), loss_fn,
+                          lambda saved: inverse_metrics(saved, tok, val[: config.val_examples], config),
+                          {"train_pairs": len(train)}, progress, "train inverse-prm", stop_after, output="raw")
+
+
+def inverse_metrics(model: Any, tok: Any, val: list[Pair], config: TrainConfig) -> dict[str, Any]:
+    """Held-out logistic loss and AUCs (classifier logit, and Q(s, a) alone) of expert vs learner."""
+    if not val:
+        return {"val_pairs": 0}
+    q1 = _values(model, tok, [_tokenize(tok, p.state, p.action, config.max_length) for p in val], config.batch_size)
+    q2 = _values(model, tok, [_tokenize(tok, p.next_state, p.next_action, config.max_length) for p in val],
+                 config.batch_size)
+    logits = [a - (0 if p.last else config.gamma * b) for a, b, p in zip(q1, q2, val)]
+    loss = sum(math.log1p(math.exp(-abs(z))) + max(z, 0) - z * p.label for z, p in zip(logits, val)) / len(val)
+    return {"val_pairs": len(val), "val_loss": loss, "val_auc_expert": auc(logits, [p.label > 0 for p in val]),
+            "val_auc_expert_q": auc(q1, [p.label > 0 for p in val])}

@@ -20,15 +20,14 @@ from typing import Any
 
 from mpr.errors import MprError
 from training.common import (
-    finish_checkpoint,
     finished,
     load_model,
-    save_model,
     split_by_game,
+    train_and_save,
 )
 from training.rollout import Transition, load_rollouts, transitions
 from training.sft import example, sft_loss
-from training.trainer import TrainConfig, fit
+from training.trainer import TrainConfig
 from worldmodel.facts import facts_match
 
 
@@ -72,15 +71,11 @@ def train_world(rollouts: Sequence[str], out: Path, config: TrainConfig, val_rol
     examples = [make(t) for t in train]
     echo(f"world: {len(train)} training transitions from {len({t.state.task_id for t in train})} games, "
          f"{len(val)} held-out transitions from {len({t.state.task_id for t in val})} games")
-    result = fit(model, len(examples), lambda idx: sft_loss(model, [examples[i] for i in idx], tok.pad_token_id),
-                 config, out, header, progress, "train world", stop_after)
-    if result.steps < config.total_steps(len(examples)):
-        return {"stopped_at": result.steps}
-    save_model(model, tok, out, config)
-    metrics = evaluate_world(str(out), val[: config.val_examples], config)
-    metrics.update(train_transitions=len(train), train_tokens_per_second=result.tokens_per_second,
-                   final_train_loss=result.final_loss, steps=result.steps)
-    return finish_checkpoint(out, "world", config, header, metrics=metrics)
+    return train_and_save(
+        model, tok, out, "world", config, header, len(examples),
+        lambda idx: sft_loss(model, [examples[i] for i in idx], tok.pad_token_id),
+        lambda _saved: evaluate_world(str(out), val[: config.val_examples], config),
+        {"train_transitions": len(train)}, progress, "train world", stop_after)
 
 
 def evaluate_world(model_dir: str, val: Sequence[Transition], config: TrainConfig) -> dict[str, Any]:
