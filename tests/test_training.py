@@ -256,3 +256,12 @@ def test_lora_training_saves_a_merged_plain_model(cfg, expert_rollouts, random_r
         assert len(engine.value(["Rate the last action.\n> look"])) == 1
     else:
         assert len(engine.score(["hello"], [[" look"]])[0]) == 1
+
+
+def test_held_out_subsets_spread_over_the_whole_set():
+    from training.common import spread
+
+    assert spread(list(range(10)), 20) == list(range(10))
+    assert spread(list(range(10)), 5) == [0, 2, 4, 6, 8]
+    labels = [1] * 50 + [0] * 50  # e.g. expert pairs first, learner pairs after
+    assert set(spread(labels, 10)) == {0, 1}

@@ -166,6 +166,15 @@ def stage_header(header: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps({**header, "train": to_dict(config)}, default=str))
 
 
+def spread(items: Sequence[Any], n: int) -> list[Any]:
+    """At most ``n`` items taken evenly across ``items`` (deterministic). Held-out sets are stored in
+    data order — episodes of one game, or expert pairs before learner pairs — so a plain ``[:n]``
+    would measure one game or one class only."""
+    if len(items) <= n:
+        return list(items)
+    return [items[(i * len(items)) // n] for i in range(n)]
+
+
 def finished(out: Path, kind: str, header: dict[str, Any], config: TrainConfig) -> dict[str, Any] | None:
     """The metadata of an already finished stage in ``out`` (same settings), else None.
     A finished checkpoint of another kind or other settings is an error, never overwritten."""

@@ -34,6 +34,7 @@ from training.common import (
     load_model,
     save_model,
     split_by_game,
+    spread,
     train_and_save,
 )
 from training.rollout import load_rollouts, transitions
@@ -90,7 +91,7 @@ def _sft(steps: list[tuple[State, str]], out: Path, config: TrainConfig, header:
     return train_and_save(
         model, tok, out, "policy", config, header, len(examples),
         lambda idx: sft_loss(model, [examples[i] for i in idx], tok.pad_token_id),
-        lambda _saved: ranking_accuracy(str(out), val[: config.val_examples], config), {"train_steps": len(train)},
+        lambda _saved: ranking_accuracy(str(out), spread(val, config.val_examples), config), {"train_steps": len(train)},
         progress, desc, stop_after, method=header["method"])
 
 
@@ -288,7 +289,7 @@ def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: Train
         pairs_total += len(pairs)
         echo(f"dpo round {r + 1}: {len(pairs)} preference pairs, final loss {result.final_loss:.4f}")
     save_model(model, tok, out, config)
-    val = prm_best_actions(val_states[: config.val_examples], sampling_policy(base, config, config.seed), scorer,
+    val = prm_best_actions(spread(val_states, config.val_examples), sampling_policy(base, config, config.seed), scorer,
                            config.candidates) if val_states else []
     metrics = ranking_accuracy(str(out), [(s, a) for s, a, _ in val], config)
     metrics.update(preference_pairs=pairs_total, rounds=config.rounds)

@@ -36,6 +36,7 @@ from training.common import (
     load_model,
     pad_right,
     split_by_game,
+    spread,
     train_and_save,
 )
 from training.rollout import load_rollouts, transitions
@@ -119,7 +120,7 @@ def train_regression(kind: str, targets: list[Target], out: Path, config: TrainC
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, y[idx]), sum(len(seqs[i]) for i in idx)
 
     return train_and_save(model, tok, out, kind, config, header, len(train), loss_fn,
-                          lambda saved: regression_metrics(saved, tok, val[: config.val_examples], config),
+                          lambda saved: regression_metrics(saved, tok, spread(val, config.val_examples), config),
                           {"train_targets": len(train)}, progress, f"train {kind}", stop_after, output="sigmoid")
 
 
@@ -227,7 +228,7 @@ def train_inverse(demos: Sequence[str], rollouts: Sequence[str], policy: Callabl
         return torch.nn.functional.binary_cross_entropy_with_logits(logit, y[idx]), n_tok
 
     return train_and_save(model, tok, out, "inverse-prm", config, header, len(train), loss_fn,
-                          lambda saved: inverse_metrics(saved, tok, val[: config.val_examples], config),
+                          lambda saved: inverse_metrics(saved, tok, spread(val, config.val_examples), config),
                           {"train_pairs": len(train)}, progress, "train inverse-prm", stop_after, output="raw")
 
 

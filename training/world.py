@@ -23,6 +23,7 @@ from training.common import (
     finished,
     load_model,
     split_by_game,
+    spread,
     train_and_save,
 )
 from training.rollout import Transition, load_rollouts, transitions
@@ -74,7 +75,7 @@ def train_world(rollouts: Sequence[str], out: Path, config: TrainConfig, val_rol
     return train_and_save(
         model, tok, out, "world", config, header, len(examples),
         lambda idx: sft_loss(model, [examples[i] for i in idx], tok.pad_token_id),
-        lambda _saved: evaluate_world(str(out), val[: config.val_examples], config),
+        lambda _saved: evaluate_world(str(out), spread(val, config.val_examples), config),
         {"train_transitions": len(train)}, progress, "train world", stop_after)
 
 
