@@ -7,20 +7,22 @@ import pytest
 
 from mpr.episodes import EpisodeResult, summarize, summary_json
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "valid_unseen"
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
-@pytest.mark.parametrize("name, agent, count", [
-    ("walkthrough", "walkthrough", 134), ("expert", "expert", 134), ("random", "random", 134),
-    ("llm_zero_shot_sample", "llm", 20),
+@pytest.mark.parametrize("split, name, agent, count", [
+    ("valid_unseen", "walkthrough", "walkthrough", 134), ("valid_unseen", "expert", "expert", 134),
+    ("valid_unseen", "random", "random", 134), ("valid_unseen", "llm_zero_shot_sample", "llm", 20),
+    ("valid_seen", "policy_pi0_tiny", "policy", 60), ("valid_seen", "policy_pi1_tiny_rft", "policy", 60),
 ])
-def test_summary_matches_its_episodes(name, agent, count):
-    lines = [json.loads(line) for line in (RESULTS / f"{name}.jsonl").read_text().splitlines()]
+def test_summary_matches_its_episodes(split, name, agent, count):
+    lines = [json.loads(line) for line in (RESULTS / split / f"{name}.jsonl").read_text().splitlines()]
     assert lines[0]["type"] == "header" and lines[0]["agent"] == agent
     episodes = [EpisodeResult.from_json(d) for d in lines[1:]]
     assert len({e.task_id for e in episodes}) == len(episodes) == count
     assert all(e.won == (e.reward == 1.0) and e.num_actions == len(e.turns) <= 30 for e in episodes)
-    saved = json.loads((RESULTS / f"{name}.summary.json").read_text())["summary"]
+    assert all(e.task_id.startswith(f"{split}/") for e in episodes)
+    saved = json.loads((RESULTS / split / f"{name}.summary.json").read_text())["summary"]
     assert summary_json(summarize(episodes)) == saved  # same code, same floats: exact
     if agent == "walkthrough":
         assert saved["all"]["wins"] == 134
