@@ -82,6 +82,23 @@ def episode_key(task_id: str, repeat: int = 0) -> str:
     return task_id if repeat == 0 else f"{task_id}#{repeat}"
 
 
+def read_episodes(path: Path) -> tuple[dict[str, Any], dict[str, EpisodeResult]]:
+    """(header, episodes by key) of an episode file, without changing it. A partial last line (a kill
+    mid-write) is ignored; when an episode was recorded twice (a retried error), the later line wins."""
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+    lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+    if not lines or lines[0].get("type") != "header":
+        raise MprError(f"{path} is not an mpr episode file (no header line); choose another path")
+    results: dict[str, EpisodeResult] = {}
+    for line in lines[1:]:
+        if line.get("type") == "episode":
+            result = EpisodeResult.from_json(line)
+            results[result.key] = result
+    return {k: v for k, v in lines[0].items() if k != "type"}, results
+
+
 class EpisodeStore:
     """Append-only JSONL of episode results with a config header; safe to resume.
 
@@ -105,23 +122,15 @@ class EpisodeStore:
     def _load_existing(self) -> None:
         raw = self.path.read_bytes()
         if raw and not raw.endswith(b"\n"):  # a kill mid-write: drop the partial last line
-            raw = raw[: raw.rfind(b"\n") + 1]
             with open(self.path, "r+b") as f:
-                f.truncate(len(raw))
-        lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
-        if not lines or lines[0].get("type") != "header":
-            raise MprError(f"{self.path} is not an mpr episode file (no header line); choose another output path")
-        stored = {k: v for k, v in lines[0].items() if k != "type"}
+                f.truncate(raw.rfind(b"\n") + 1)
+        stored, self.results = read_episodes(self.path)
         if stored != self.header:
             diff = sorted(k for k in set(stored) | set(self.header) if stored.get(k) != self.header.get(k))
             raise MprError(
                 f"{self.path} was written by a run with different settings ({', '.join(diff)}); "
                 "use another output path or rerun with the same settings"
             )
-        for line in lines[1:]:
-            if line.get("type") == "episode":
-                result = EpisodeResult.from_json(line)
-                self.results[result.key] = result  # a later line (a retried error) wins
 
     def _append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:

@@ -48,7 +48,7 @@ from mpr.data import (
 )
 from mpr.engine import EngineConfig
 from mpr.env import EnvConfig
-from mpr.episodes import EpisodeResult, EpisodeStore, run_episodes
+from mpr.episodes import EpisodeResult, EpisodeStore, read_episodes, run_episodes
 from mpr.errors import MprError
 
 RECORDS = "rollouts.jsonl"
@@ -281,18 +281,7 @@ def load_rollouts(*dirs: str | Path, allow_valid_unseen: bool = False) -> list[E
             raise MprError(f"rollouts dir {d} does not exist (make one with `mpr rollout ... --out {d}`)")
         if not path.is_file():
             raise MprError(f"{d} holds no {RECORDS}: not a rollouts dir (make one with `mpr rollout`)")
-        lines = path.read_text().splitlines()
-        if not lines or json.loads(lines[0]).get("type") != "header":
-            raise MprError(f"{path} is not an mpr rollouts file (no header line)")
-        latest: dict[str, EpisodeResult] = {}
-        for line in lines[1:]:
-            try:
-                d_ = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill; the rollout command drops it on resume
-            if d_.get("type") == "episode":
-                ep = EpisodeResult.from_json(d_)
-                latest[ep.key] = ep
+        _header, latest = read_episodes(path)
         episodes.extend(e for e in latest.values() if e.error is None)
     if not allow_valid_unseen and any(e.task_id.startswith("valid_unseen/") for e in episodes):
         raise MprError("training data contains valid_unseen games (the held-out test split); "
