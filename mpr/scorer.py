@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from mpr.core import State, check_aligned
-from mpr.engine import Engine, EngineConfig
+from mpr.core import Scorer, State, check_aligned
+from mpr.engine import Engine, EngineConfig, regroup
 from mpr.prompts import prm_text
 
 
@@ -42,6 +42,13 @@ class PRMScorer:
         return out
 
 
+def score_candidates(scorer: Scorer, states: Sequence[State], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+    """``[i][j]``: the score of ``candidates[i][j]`` in ``states[i]`` — one ``score`` call for all pairs."""
+    flat_states = [s for s, cs in zip(states, candidates) for _ in cs]
+    flat_actions = [a for cs in candidates for a in cs]
+    return regroup(scorer.score(flat_states, flat_actions) if flat_actions else [], candidates)
+
+
 def sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
@@ -58,16 +65,13 @@ class ScorerPolicy:
         self.fallbacks = 0
 
     def propose(self, states: Sequence[State], n: int = 1) -> list[list[str]]:
-        flat = [(i, a) for i, s in enumerate(states) for a in s.admissible]
-        scores = self.scorer.score([states[i] for i, _ in flat], [a for _, a in flat]) if flat else []
-        ranked: list[list[tuple[float, int, str]]] = [[] for _ in states]
-        for k, ((i, a), v) in enumerate(zip(flat, scores)):
-            ranked[i].append((-v, k, a))
+        scores = score_candidates(self.scorer, states, [s.admissible for s in states])
         out = []
-        for r in ranked:
-            if not r:
+        for s, sc in zip(states, scores):
+            if not sc:
                 self.fallbacks += 1
                 out.append(["look"] * n)
-            else:
-                out.append([a for _, _, a in sorted(r)[:n]])
+            else:  # best first; ties keep the admissible order
+                order = sorted(range(len(sc)), key=lambda k: (-sc[k], k))
+                out.append([s.admissible[k] for k in order[:n]])
         return out

@@ -175,8 +175,9 @@ def spread(items: Sequence[Any], n: int) -> list[Any]:
     return [items[(i * len(items)) // n] for i in range(n)]
 
 
-def finished(out: Path, kind: str, header: dict[str, Any], config: TrainConfig) -> dict[str, Any] | None:
-    """The metadata of an already finished stage in ``out`` (same settings), else None.
+def finished(out: Path, kind: str, header: dict[str, Any], config: TrainConfig,
+             echo: Callable[[str], None]) -> dict[str, Any] | None:
+    """The metadata of an already finished stage in ``out`` (same settings; says so), else None.
     A finished checkpoint of another kind or other settings is an error, never overwritten."""
     if not (out / META_FILE).exists():
         return None
@@ -185,6 +186,8 @@ def finished(out: Path, kind: str, header: dict[str, Any], config: TrainConfig) 
         raise MprError(f"--out {out} already holds a {meta.get('kind')!r} checkpoint; choose another --out")
     if meta.get("header") != stage_header(header, config):
         raise MprError(f"--out {out} holds a {kind} checkpoint trained with other settings; choose another --out")
+    method = f" {header['method']}" if "method" in header else ""
+    echo(f"{out}: already trained ({kind}{method}); nothing to do")
     return meta
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from mpr.core import State
 from mpr.data import atomic_write_text
 from mpr.errors import MprError
+from mpr.scorer import score_candidates
 from training.common import (
     finish_checkpoint,
     finished,
@@ -113,9 +114,8 @@ def ranking_accuracy(model_dir: str, val: Sequence[tuple[State, str]], config: T
 def train_policy_sft(demos: Sequence[str], out: Path, config: TrainConfig, progress: bool = True,
                      echo: Callable[[str], None] = print, stop_after: int | None = None) -> dict[str, Any]:
     header = {"stage": "policy", "method": "sft", "demos": [str(Path(d).resolve()) for d in demos]}
-    done = finished(out, "policy", header, config)
+    done = finished(out, "policy", header, config, echo)
     if done:
-        echo(f"{out}: already trained (policy sft); nothing to do")
         return done
     return _sft(demo_steps(load_rollouts(*demos)), out, config, header, progress, echo, stop_after, "train policy (sft)")
 
@@ -158,12 +158,8 @@ def prm_best_actions(states: list[State], policy: Any, scorer: Any, n: int, take
     for s, props in zip(states, proposals):
         extra = [taken[s.digest()]] if taken and s.digest() in taken else []
         cands.append(list(dict.fromkeys(props + extra)))
-    flat_states = [s for s, cs in zip(states, cands) for _ in cs]
-    flat_actions = [a for cs in cands for a in cs]
-    scores = iter(scorer.score(flat_states, flat_actions))
     best = []
-    for s, cs in zip(states, cands):
-        sc = [next(scores) for _ in cs]
+    for s, cs, sc in zip(states, cands, score_candidates(scorer, states, cands)):
         k = max(range(len(cs)), key=lambda i: sc[i])
         best.append((s, cs[k], sc[k]))
     return best
@@ -174,9 +170,8 @@ def train_policy_rft(rollouts: Sequence[str], prm: str, out: Path, config: Train
     base = _require_policy_base(config)
     header = {"stage": "policy", "method": "rft", "rollouts": [str(Path(r).resolve()) for r in rollouts],
               "prm": str(Path(prm).resolve()), "init": base}
-    done = finished(out, "policy", header, config)
+    done = finished(out, "policy", header, config, echo)
     if done:
-        echo(f"{out}: already trained (policy rft); nothing to do")
         return done
     episodes = load_rollouts(*rollouts)
     taken = {st.state.digest(): st.action for ep in episodes for st in transitions(ep)}
@@ -230,9 +225,8 @@ def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: Train
     base = _require_policy_base(config)
     header = {"stage": "policy", "method": "dpo", "rollouts": [str(Path(r).resolve()) for r in rollouts],
               "prm": str(Path(prm).resolve()), "init": base}
-    done = finished(out, "policy", header, config)
+    done = finished(out, "policy", header, config, echo)
     if done:
-        echo(f"{out}: already trained (policy dpo); nothing to do")
         return done
     states = rollout_states(load_rollouts(*rollouts))
     train_states, val_states = split_by_game(states, lambda s: s.task_id, config.val_fraction)
@@ -257,11 +251,8 @@ def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: Train
         model.eval()
         cands = _distinct_candidates(sampling_policy(base, config, config.seed * 1009 + r, live_model=model), batch,
                                      config.candidates, rng)
-        flat = [(s, a) for s, cs in zip(batch, cands) for a in cs]
-        scores = iter(scorer.score([s for s, _ in flat], [a for _, a in flat]))
         pairs = []
-        for s, cs in zip(batch, cands):
-            sc = [next(scores) for _ in cs]
+        for s, cs, sc in zip(batch, cands, score_candidates(scorer, batch, cands)):
             hi, lo = max(range(len(cs)), key=lambda i: sc[i]), min(range(len(cs)), key=lambda i: sc[i])
             if len(cs) > 1 and sc[hi] - sc[lo] > 1e-6:
                 pairs.append((make(s, cs[hi]), make(s, cs[lo])))

@@ -102,9 +102,8 @@ def train_regression(kind: str, targets: list[Target], out: Path, config: TrainC
     """Soft-BCE regression of a value-head model on ``targets`` (kind "prm" or "value")."""
     import torch
 
-    done = finished(out, kind, header, config)
+    done = finished(out, kind, header, config, echo)
     if done:
-        echo(f"{out}: already trained ({kind}); nothing to do")
         return done
     train, val = split_by_game(targets, lambda t: t.state.task_id, config.val_fraction)
     if not train:
@@ -206,9 +205,8 @@ def train_inverse(demos: Sequence[str], rollouts: Sequence[str], policy: Callabl
 
     header = {"stage": "prm", "objective": "inverse", "demos": [str(Path(d).resolve()) for d in demos],
               "rollouts": [str(Path(r).resolve()) for r in rollouts], "policy": policy_name}
-    done = finished(out, "inverse-prm", header, config)
+    done = finished(out, "inverse-prm", header, config, echo)
     if done:
-        echo(f"{out}: already trained (inverse-prm); nothing to do")
         return done
     pairs = inverse_pairs(load_rollouts(*demos), load_rollouts(*rollouts), policy)
     train, val = split_by_game(pairs, lambda p: p.state.task_id, config.val_fraction)

@@ -48,9 +48,8 @@ def train_world(rollouts: Sequence[str], out: Path, config: TrainConfig, val_rol
 
     header = {"stage": "world", "rollouts": [str(Path(r).resolve()) for r in rollouts],
               "val_rollouts": [str(Path(r).resolve()) for r in val_rollouts]}
-    done = finished(out, "world", header, config)
+    done = finished(out, "world", header, config, echo)
     if done:
-        echo(f"{out}: already trained (world); nothing to do")
         return done
     data = world_transitions(load_rollouts(*rollouts))
     if val_rollouts:
