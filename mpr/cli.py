@@ -77,7 +77,8 @@ def tasks_cmd(split: str, task_type: str | None, limit: int | None, data_dir: st
 
 _AGENT_HELP = ("walkthrough (replays the game's solution), expert (ALFWorld's handcoded expert), random, "
                "llm (a language-model policy, see --model), policy (a trained policy, --policy CKPT) "
-               "or prm (the admissible action a trained PRM scores highest, --prm CKPT).")
+               "or prm (the admissible action a trained PRM scores highest, --prm CKPT); or a planner name "
+               "(best-of-n, beam, mcts: shorthand for --planner NAME with --policy CKPT or the llm proposing).")
 
 
 def model_options(fn: Any) -> Any:
@@ -85,23 +86,55 @@ def model_options(fn: Any) -> Any:
     options = [
         click.option("--model", default="default", show_default=True,
                      help="default (SmolLM2-135M-Instruct), tiny, a local HF model dir, or a hub id."),
-        click.option("--policy-mode", type=click.Choice(["score", "sample"]), default="score", show_default=True,
-                     help="score: rank admissible actions by log-prob; sample: generate and parse REASON/ACTION."),
+        click.option("--policy-mode", type=click.Choice(["score", "score-sample", "sample"]), default="score",
+                     show_default=True, help="score: rank admissible actions by log-prob (top-N); score-sample: "
+                     "draw from softmax(log-prob/T); sample: generate and parse REASON/ACTION."),
         click.option("--backend", type=click.Choice(["hf", "vllm", "auto"]), default="hf", show_default=True),
         click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True),
         click.option("--threads", type=int, default=0, help="torch threads (0: $MPR_THREADS or the core count)."),
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option("--policy", "policy_ckpt", type=click.Path(), default=None,
                      help="A policy checkpoint (`mpr train policy`), for --agent policy."),
-        click.option("--prm", type=click.Path(), default=None, help="A PRM checkpoint (`mpr train prm`), for --agent prm."),
+        click.option("--prm", type=click.Path(), default=None,
+                     help="A PRM checkpoint (`mpr train prm`): for --agent prm, and the planners' scorer "
+                          "(default: the base model as a zero-shot judge)."),
+        click.option("--world", type=click.Path(), default=None,
+                     help="A world-model checkpoint (`mpr train world`) for beam/mcts (default: the base model "
+                          "zero-shot); with greedy, its prediction is printed beside every real observation."),
+        click.option("--planner", type=click.Choice(["greedy", "best-of-n", "beam", "mcts"]), default="greedy",
+                     show_default=True, help="How each real step is decided."),
+        click.option("--oracle-world", is_flag=True,
+                     help="Simulate with the real game instead of a world model (an upper bound for ablations)."),
+        click.option("--no-cache", is_flag=True, help="Do not memoize predictions/scores on (state, action)."),
+        click.option("--n", type=int, default=None, help="best-of-n: proposals per step [8]."),
+        click.option("--width", type=int, default=None, help="beam: paths kept per depth [4]."),
+        click.option("--depth", type=int, default=None, help="beam: actions per path [3]."),
+        click.option("--candidates", type=int, default=None, help="beam/mcts: proposals per node [8]."),
+        click.option("--aggregate", type=click.Choice(["last", "min", "mean", "discounted"]), default=None,
+                     help="beam: how a path's step scores combine [last]."),
+        click.option("--simulations", type=int, default=None, help="mcts: leaf walks per step [32]."),
+        click.option("--leaves-per-iter", type=int, default=None, help="mcts: walks batched per iteration [4]."),
+        click.option("--c-puct", type=float, default=None, help="mcts: exploration constant [1.0]."),
+        click.option("--max-depth", type=int, default=None, help="mcts: deepest expanded node [5]."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
+_PLANNER_FLAGS = ("n", "width", "depth", "candidates", "aggregate", "simulations", "leaves_per_iter", "c_puct",
+                  "max_depth")
+
+
+def _planner_config(planner: str, oracle_world: bool, no_cache: bool, **flags: Any) -> Any:
+    from planners.build import PlannerConfig, with_overrides
+
+    config = PlannerConfig(name=planner, world="oracle" if oracle_world else "learned", cache=not no_cache)
+    return with_overrides(config, **{k: flags[k] for k in _PLANNER_FLAGS})
+
+
 def _model_configs(model: str, policy_mode: str, backend: str, dtype: str, threads: int, batch_size: int,
-                   **_checkpoints: Any) -> Any:
+                   **_other_flags: Any) -> Any:
     from mpr.engine import EngineConfig
     from mpr.policy import PolicyConfig
 
@@ -132,7 +165,8 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
     engine, policy = _model_configs(**model_flags)
     config = EvalConfig(agent=agent, split=split, limit=limit, task_type=task_type, seed=seed, workers=workers,
                         env=EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=(agent == "expert")),
-                        model=engine, policy=policy, policy_ckpt=model_flags["policy_ckpt"], prm=model_flags["prm"])
+                        model=engine, policy=policy, policy_ckpt=model_flags["policy_ckpt"], prm=model_flags["prm"],
+                        world=model_flags["world"], planner=_planner_config(**_pick(model_flags)))
     evaluate(config, out, progress=not no_progress, echo=click.echo)
 
 
@@ -142,19 +176,24 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-actions", type=int, default=30, show_default=True)
 @click.option("--data-dir", type=click.Path(), default=None)
-@click.option("--world", type=click.Path(), default=None,
-              help="A world-model checkpoint: print its prediction beside every real observation.")
+@click.option("--tree", "tree_out", type=click.Path(), default=None,
+              help="Write each step's search tree to this directory (JSON, and a PNG picture).")
 @model_options
-def plan_cmd(task: str, agent: str, seed: int, max_actions: int, data_dir: str | None, world: str | None,
+def plan_cmd(task: str, agent: str, seed: int, max_actions: int, data_dir: str | None, tree_out: str | None,
              **model_flags: Any) -> None:
-    """Run one episode and print its trajectory."""
+    """Run one episode and print each real step with the planner's alternatives."""
     from mpr.env import EnvConfig
     from mpr.evaluation import play
 
     engine, policy = _model_configs(**model_flags)
     play(task, agent, seed, EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=(agent == "expert")),
          echo=click.echo, model=engine, policy_config=policy, policy_ckpt=model_flags["policy_ckpt"],
-         prm=model_flags["prm"], world=world)
+         prm=model_flags["prm"], world=model_flags["world"], planner=_planner_config(**_pick(model_flags)),
+         tree_out=tree_out)
+
+
+def _pick(flags: dict[str, Any]) -> dict[str, Any]:
+    return {k: flags[k] for k in ("planner", "oracle_world", "no_cache", *_PLANNER_FLAGS)}
 
 
 # -- training ---------------------------------------------------------------------------

@@ -153,13 +153,23 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class PlanStats:
-    """Compute spent on one decision, so planners can be compared at equal budgets."""
+    """Compute spent on one decision, so planners can be compared at equal budgets.
+
+    A planner call decides many roots with shared batched model calls: ``model_calls`` is the
+    number of batched calls the decision took part in; ``requests`` its own (state, action) or
+    state items in them; tokens, ``model_seconds`` and ``seconds`` are the call's totals split
+    over roots in proportion to their requests (so they add up over roots); ``nodes`` are the
+    root's own search nodes; ``cache_hits`` requests answered from the planner's memo.
+    """
 
     model_calls: int = 0
+    requests: int = 0
     prompt_tokens: int = 0
     generated_tokens: int = 0
     nodes: int = 0
+    cache_hits: int = 0
     seconds: float = 0.0
+    model_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,7 @@ class PlanResult:
     value: float = 0.0
     alternatives: tuple[tuple[str, float], ...] = ()
     stats: PlanStats = PlanStats()
+    tree: Any = field(default=None, compare=False)  # the search tree as JSON-able dict, when recorded
 
 
 @runtime_checkable

@@ -47,6 +47,8 @@ class EpisodeResult:
     repeat: int = 0  # which of the K rollouts of this game
     prefix: int = 0  # leading turns replayed from the walkthrough (reset-50-50), not chosen by the policy
     admissible: tuple[tuple[str, ...], ...] = ()  # per state, initial first (len == num_actions + 1)
+    # Planner compute over the episode (sums of PlanStats fields; empty for planners that report none)
+    compute: dict[str, float] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -63,7 +65,7 @@ class EpisodeResult:
         d["turns"] = [[t.action, t.observation] for t in self.turns]
         d["values"] = list(self.values)
         d["admissible"] = [list(a) for a in self.admissible]
-        for k, empty in (("repeat", 0), ("prefix", 0), ("admissible", [])):
+        for k, empty in (("repeat", 0), ("prefix", 0), ("admissible", []), ("compute", {})):
             if d[k] == empty:
                 del d[k]
         return {"type": "episode", **d}
@@ -74,6 +76,7 @@ class EpisodeResult:
         d["turns"] = tuple(Turn(a, o) for a, o in d.get("turns", []))
         d["values"] = tuple(d.get("values", ()))
         d["admissible"] = tuple(tuple(a) for a in d.get("admissible", ()))
+        d["compute"] = dict(d.get("compute", {}))
         return cls(**d)
 
 
@@ -156,6 +159,7 @@ class _Running:
     env_seconds: float = 0.0
     plan_seconds: float = 0.0
     values: list[float] = field(default_factory=list)
+    compute: dict[str, float] = field(default_factory=dict)
     admissible: list[tuple[str, ...]] = field(default_factory=list)
     request: Any = None  # the request in flight (Reset or action)
     sent: float = 0.0
@@ -217,8 +221,21 @@ def run_episodes(
         for s, d in zip(ready, decisions):
             running[s].plan_seconds += plan_time / len(ready)
             running[s].values.append(float(d.value))
+            add_compute(running[s].compute, d.stats)
         _submit(env, running, ready, [d.action for d in decisions])
     return results
+
+
+COMPUTE_FIELDS = ("model_calls", "requests", "prompt_tokens", "generated_tokens", "nodes", "cache_hits", "model_seconds")
+
+
+def add_compute(total: dict[str, float], stats: Any) -> None:
+    """Add one decision's PlanStats to an episode's running compute totals (plus a decision count)."""
+    if not stats.model_calls and not stats.nodes:
+        return
+    total["decisions"] = total.get("decisions", 0) + 1
+    for k in COMPUTE_FIELDS:
+        total[k] = total.get(k, 0) + getattr(stats, k)
 
 
 def _submit(env: Env, running: dict[int, _Running], slots: list[int], requests: list[Any]) -> None:
@@ -267,6 +284,7 @@ def _finish(run: _Running, won: bool, reward: float = 0.0, error: str | None = N
         plan_seconds=run.plan_seconds,
         error=error,
         values=tuple(run.values),
+        compute=dict(run.compute),
     )
 
 

@@ -29,12 +29,23 @@ from mpr.episodes import (
     summary_json,
 )
 from mpr.policy import PolicyConfig
+from planners.build import NEEDS_WORLD, PLANNERS, PlannerConfig
 
 AGENTS = BUILTIN_AGENTS + ("llm", "policy", "prm")
 
 
+def split_agent(agent: str, policy_ckpt: str | None, planner: PlannerConfig) -> tuple[str, PlannerConfig]:
+    """``--agent beam`` (any planner name) is shorthand for ``--planner beam`` with the trained
+    policy (``--policy``) or else the base LLM proposing; other agents pass through."""
+    import dataclasses
+
+    if agent in PLANNERS:
+        return ("policy" if policy_ckpt else "llm"), dataclasses.replace(planner, name=agent)
+    return agent, planner
+
+
 def check_agent(agent: str, policy_ckpt: str | None = None, prm: str | None = None) -> None:
-    require(agent in AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS)}")
+    require(agent in AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS + PLANNERS)}")
     require(agent != "policy" or policy_ckpt is not None, "--agent policy needs --policy CKPT (a trained policy)")
     require(agent != "prm" or prm is not None, "--agent prm needs --prm CKPT (a trained PRM)")
 
@@ -55,8 +66,13 @@ class EvalConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     policy_ckpt: str | None = None
     prm: str | None = None
+    world: str | None = None  # world-model checkpoint for planners that simulate
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
 
     def __post_init__(self) -> None:
+        agent, planner = split_agent(self.agent, self.policy_ckpt, self.planner)
+        object.__setattr__(self, "agent", agent)
+        object.__setattr__(self, "planner", planner)
         check_agent(self.agent, self.policy_ckpt, self.prm)
         require(self.split in SPLITS, f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
         require(
@@ -80,6 +96,11 @@ class EvalConfig:
             header.update(policy_ckpt=str(Path(self.policy_ckpt).resolve()), policy=to_dict(self.policy))
         if self.agent == "prm":
             header.update(prm=str(Path(self.prm).resolve()))
+        if self.planner.name != "greedy":
+            header.update(planner=self.planner.settings(), model=self.model.model,
+                          prm=str(Path(self.prm).resolve()) if self.prm else "judge:" + self.model.model)
+            if self.planner.name in NEEDS_WORLD and self.planner.world != "oracle":
+                header["world"] = str(Path(self.world).resolve()) if self.world else "zero-shot:" + self.model.model
         return header
 
 
@@ -106,6 +127,31 @@ def build_policy(agent: str, seed: int, data_dir: str | None, model: EngineConfi
     return LLMPolicy(make_engine(model), dataclasses.replace(policy, seed=seed))
 
 
+def build_planner(agent: str, seed: int, env_config: EnvConfig, model: EngineConfig, policy_config: PolicyConfig,
+                  policy_ckpt: str | None, prm: str | None, world: str | None, planner: PlannerConfig,
+                  record_tree: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The planner for an evaluation or a played episode, and its parts by name (for counters)."""
+    from planners.build import build_models, make_planner
+
+    policy = build_policy(agent, seed, env_config.data_dir, model, policy_config, policy_ckpt, prm)
+    world_model, scorer = build_models(planner, policy, model, prm, world, env_config, seed)
+    parts = {"policy": policy, "world": world_model, "scorer": scorer}
+    return make_planner(planner, policy, world_model, scorer, record_tree), parts
+
+
+def counters(parts: dict[str, Any]) -> dict[str, int]:
+    """The fallback / miss counters of a planner's parts, for summaries (only those that exist)."""
+    names = {"policy": ("fallbacks", "parse_misses", "parsed"), "world": ("empty_outputs", "predictions", "failures"),
+             "scorer": ()}
+    out = {}
+    for part, fields in names.items():
+        for f in fields:
+            v = getattr(parts.get(part), f, None)
+            if isinstance(v, int):
+                out[f"{part}_{f}"] = v
+    return out
+
+
 def make_env(workers: int, env_config: EnvConfig, num_tasks: int) -> Env:
     """A process pool with ``workers`` slots, or one in-process slot for ``workers=0``."""
     if workers == 0:
@@ -122,19 +168,19 @@ def evaluate(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation; returns the summary that was printed and saved."""
-    from planners.greedy import GreedyPlanner
-
     tasks = list_tasks(config.split, config.env.data_dir, config.task_type, config.limit)
     store = EpisodeStore(out, config.record_header()) if out else None
     todo = [t for t in tasks if not (store and store.is_finished(t.id))]
     if store and len(todo) < len(tasks):
         echo(f"resuming {out}: {len(tasks) - len(todo)} of {len(tasks)} episodes already recorded")
-    policy = build_policy(config.agent, config.seed, config.env.data_dir, config.model, config.policy,
-                          config.policy_ckpt, config.prm)
+    planner, parts = build_planner(config.agent, config.seed, config.env, config.model, config.policy,
+                                   config.policy_ckpt, config.prm, config.world, config.planner)
+    policy = parts["policy"]
     started = time.perf_counter()
     new_results: list[EpisodeResult] = []
     if todo:
-        bar = _progress_bar(len(todo), f"{config.agent} on {config.split}", progress)
+        name = config.agent if config.planner.name == "greedy" else f"{config.planner.name}({config.agent})"
+        bar = _progress_bar(len(todo), f"{name} on {config.split}", progress)
 
         def on_result(result: EpisodeResult) -> None:
             new_results.append(result)
@@ -145,10 +191,11 @@ def evaluate(
 
         env = make_env(config.workers, config.env, len(todo))
         try:
-            run_episodes(env, GreedyPlanner(policy), todo, seed=config.seed, on_result=on_result)
+            run_episodes(env, planner, todo, seed=config.seed, on_result=on_result)
         finally:
             env.close()
             bar.close()
+            close_parts(parts)
     wall = time.perf_counter() - started
     selected = {t.id for t in tasks}
     recorded = list(store.results.values()) if store else new_results
@@ -175,6 +222,8 @@ def evaluate(
         "policy_fallbacks_now": fallbacks,
         "parse_misses_now": misses,
         "parsed_now": getattr(policy, "parsed", None),
+        "counters_now": counters(parts),
+        "compute_now": compute_totals(new_results),
         "summary": summary_json(rows),
     }
     if out:
@@ -182,6 +231,15 @@ def evaluate(
         atomic_write_text(summary_path, json.dumps(summary, indent=2))
         echo(f"episodes: {out}\nsummary:  {summary_path}")
     return summary
+
+
+def compute_totals(results: list[EpisodeResult]) -> dict[str, float]:
+    """Planner compute summed over episodes (see ``EpisodeResult.compute``)."""
+    total: dict[str, float] = {}
+    for r in results:
+        for k, v in r.compute.items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
@@ -201,21 +259,37 @@ def play(
     policy_ckpt: str | None = None,
     prm: str | None = None,
     world: str | None = None,
+    planner: PlannerConfig | None = None,
+    tree_out: str | Path | None = None,
+    show_alternatives: int = 3,
 ) -> EpisodeResult:
-    """Run one episode in this process and print it step by step. With ``world`` (a world-model
-    checkpoint), each real observation is printed beside the world model's prediction of it."""
-    from planners.greedy import GreedyPlanner
+    """Run one episode in this process and print it step by step: each real action with the
+    planner's top alternatives and their values, the real observation, and (when a world model is
+    in play) its prediction of that observation. ``tree_out``: a directory that gets each step's
+    search tree (``step-NN.json`` and, with matplotlib installed, ``step-NN.png``)."""
+    from planners.tree import write_tree
 
+    agent, planner = split_agent(agent, policy_ckpt, planner or PlannerConfig())
     check_agent(agent, policy_ckpt, prm)
     env_config, model = env_config or EnvConfig(), model or EngineConfig()
     policy_config = policy_config or PolicyConfig()
     resolved = resolve_task(task, env_config.data_dir)
-    policy = build_policy(agent, seed, env_config.data_dir, model, policy_config, policy_ckpt, prm)
-    world_model = None
-    if world:
+    decide, parts = build_planner(agent, seed, env_config, model, policy_config, policy_ckpt, prm, world, planner,
+                                  record_tree=tree_out is not None)
+    world_model = parts["world"]
+    if world_model is None and world:
         from worldmodel.llm import LLMWorldModel
 
         world_model = LLMWorldModel.from_checkpoint(world, model)
+    if world_model is not None and getattr(world_model, "label", None):
+        echo(f"world model: {world_model.label}")
+    decisions: dict[State, Any] = {}
+
+    def remember(roots: list[State]) -> list[Any]:
+        out = decide(roots)
+        decisions.update(zip(roots, out))
+        return out
+
     matches = {"exact": 0, "steps": 0}
     env = SerialEnv(1, env_config)
     shown = {"intro": False}
@@ -224,8 +298,18 @@ def play(
         if not shown["intro"]:
             echo(f"task: {resolved.id}\ngoal: {state.goal}\n\n{state.initial}\n")
             shown["intro"] = True
+        d = decisions.pop(state, None)
         mark = "  [won]" if ts.won else ""
-        echo(f"{state.num_actions + 1:>2}. > {action}\n    {ts.observation}{mark}")
+        value = f"  (value {d.value:.3f})" if d is not None and planner.name != "greedy" else ""
+        echo(f"{state.num_actions + 1:>2}. > {action}{value}\n    {ts.observation}{mark}")
+        if d is not None and d.alternatives and show_alternatives:
+            others = [f"{a} ({v:.3f})" for a, v in d.alternatives if a != action][:show_alternatives]
+            if others:
+                echo(f"    alternatives: {'; '.join(others)}")
+        if d is not None and tree_out is not None and d.tree is not None:
+            files = write_tree(d.tree, Path(tree_out) / f"step-{state.num_actions + 1:02d}.json")
+            if len(files) == 1 and state.num_actions == 0:
+                echo("    (tree pictures need matplotlib and networkx: pip install 'mpr[viz]')")
         if world_model is not None:
             (predicted,) = world_model.predict([state], [action])
             same = predicted.strip() == ts.observation.strip()
@@ -234,16 +318,33 @@ def play(
             echo(f"    world model: {predicted}{'  [exact]' if same else ''}")
 
     try:
-        (result,) = run_episodes(env, GreedyPlanner(policy), [resolved], seed=seed, on_step=on_step)
+        (result,) = run_episodes(env, remember, [resolved], seed=seed, on_step=on_step)
     finally:
         env.close()
+        close_parts(parts)
     if result.error:
         from mpr.errors import MprError
 
         raise MprError(result.error)
     outcome = "WON" if result.won else "not won"
     echo(f"\n{outcome} after {result.num_actions} actions ({result.seconds:.1f}s)")
+    if result.compute:
+        c = result.compute
+        echo(f"planner compute: {c['model_calls']:.0f} model calls, {c['prompt_tokens']:.0f} prompt + "
+             f"{c['generated_tokens']:.0f} generated tokens, {c['nodes']:.0f} nodes, "
+             f"{c['model_seconds']:.1f}s in models of {result.plan_seconds:.1f}s planning")
     if world_model is not None:
         echo(f"world model predicted {matches['exact']} of {matches['steps']} observations exactly")
+    if tree_out is not None:
+        echo(f"search trees: {tree_out}")
+    for name, value in counters(parts).items():
+        if value and not name.endswith(("predictions", "parsed")):
+            echo(f"{name.replace('_', ' ')}: {value}")
     return result
 
+
+def close_parts(parts: dict[str, Any]) -> None:
+    for part in parts.values():
+        close = getattr(part, "close", None)
+        if callable(close):
+            close()

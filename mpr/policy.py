@@ -78,17 +78,26 @@ class LLMPolicy:
         return steered
 
     def propose(self, states: Sequence[State], n: int = 1) -> list[list[str]]:
-        out: list[list[str]] = [[] for _ in states]
+        return [[a for a, _ in row] for row in self.propose_scored(states, n)]
+
+    def propose_scored(self, states: Sequence[State], n: int = 1) -> list[list[tuple[str, float]]]:
+        """``propose`` with each action's log-probability under the policy (the planners' priors);
+        sampled answers (mode "sample", or states without admissible actions) get 0.0."""
+        out: list[list[tuple[str, float]]] = [[] for _ in states]
         ranking = self.config.mode in ("score", "score-sample")
         scored = [i for i, s in enumerate(states) if ranking and s.admissible]
         sampled = [i for i in range(len(states)) if i not in set(scored)]
         if scored:
             ranked = self.rank([states[i] for i in scored])
             for i, r in zip(scored, ranked):
-                out[i] = [a for a, _ in r[:n]] if self.config.mode == "score" else self._draw(states[i], r, n)
+                if self.config.mode == "score":
+                    out[i] = r[:n]
+                else:
+                    logprob = dict(r)
+                    out[i] = [(a, logprob[a]) for a in self._draw(states[i], r, n)]
         if sampled:
             for i, acts in zip(sampled, self._sample([states[i] for i in sampled], n)):
-                out[i] = acts
+                out[i] = [(a, 0.0) for a in acts]
         return out
 
     def rank(self, states: Sequence[State]) -> list[list[tuple[str, float]]]:

@@ -38,6 +38,11 @@ WORLD_SYSTEM = (
     "write exactly the observation the game prints next."
 )
 PRM_HEADER = "Rate the last action."
+# The zero-shot judge (the default scorer when no PRM is trained): an instruct LM answers
+# whether the action helps; Q = P(yes) / (P(yes) + P(no)).
+JUDGE_SYSTEM = "You judge a player of a household text game."
+JUDGE_QUESTION = "Does the last action bring the player closer to completing the task? Answer yes or no."
+JUDGE_ANSWERS = (" yes", " no")
 REASON_PREFIX = "REASON:"
 ACTION_PREFIX = "ACTION:"
 CHATML = ("<|im_start|>", "<|im_end|>")
@@ -131,6 +136,17 @@ def world_prompt(state: State, action: str, chat: ChatFormat, count_tokens: Call
         messages = [{"role": "system", "content": WORLD_SYSTEM},
                     {"role": "user", "content": render_turns_with_action(state, action, skip)}]
         return chat.render(messages)
+
+    return fit(render, len(state.turns), count_tokens, max_tokens)
+
+
+def judge_prompt(state: State, action: str, chat: ChatFormat, count_tokens: Callable[[str], int] | None = None,
+                 max_tokens: int | None = None) -> str:
+    """The zero-shot judge's prompt; the answers in ``JUDGE_ANSWERS`` are scored after it."""
+    def render(skip: int) -> str:
+        messages = [{"role": "system", "content": JUDGE_SYSTEM},
+                    {"role": "user", "content": f"{render_turns_with_action(state, action, skip)}\n\n{JUDGE_QUESTION}"}]
+        return chat.render(messages) + "Answer:"
 
     return fit(render, len(state.turns), count_tokens, max_tokens)
 

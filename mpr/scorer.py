@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from mpr.core import Scorer, State, check_aligned
 from mpr.engine import Engine, EngineConfig, regroup
-from mpr.prompts import prm_text
+from mpr.prompts import JUDGE_ANSWERS, ChatFormat, judge_prompt, prm_text
 
 
 class PRMScorer:
@@ -38,6 +38,26 @@ class PRMScorer:
         texts = [prm_text(s, a, self.engine.count_tokens, self.engine.config.max_length) for s, a in zip(states, actions)]
         raw = self.engine.value(texts)
         out = raw if self.output == "raw" else [sigmoid(v) for v in raw]
+        check_aligned("Scorer", out, states)
+        return out
+
+
+class JudgeScorer:
+    """A zero-shot scorer from any instruct LM: Q(s, a) = P(" yes") / (P(" yes") + P(" no")) when
+    asked whether ``a`` brings the player closer to the goal. One ``Engine.score`` call per
+    ``score`` call (both answers share their prompt). The default when no PRM is trained."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.chat = ChatFormat.from_tokenizer(getattr(engine, "tokenizer", None))
+
+    def score(self, states: Sequence[State], actions: Sequence[str]) -> list[float]:
+        if len(states) != len(actions):
+            raise ValueError("score: states and actions differ in length")
+        prompts = [judge_prompt(s, a, self.chat, self.engine.count_tokens, self.engine.config.max_length - 4)
+                   for s, a in zip(states, actions)]
+        rows = self.engine.score(prompts, [list(JUDGE_ANSWERS)] * len(prompts))
+        out = [sigmoid(yes.logprob - no.logprob) for yes, no in rows]
         check_aligned("Scorer", out, states)
         return out
 

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
-from mpr.core import PlanResult, PlanStats, Policy, State, check_aligned
+from mpr.core import PlanResult, Policy, State
+from planners.search import Models
 
 
 class GreedyPlanner:
-    """``planner(roots)[i]`` is ``policy.propose(roots, 1)[i][0]``; one policy call per batch."""
+    """``planner(roots)[i]``: the policy's top action for ``roots[i]``; one policy call per batch.
+    ``value`` is the action's log-probability under the policy (0.0 when it gives none)."""
 
-    def __init__(self, policy: Policy):
-        self.policy = policy
+    def __init__(self, policy: Policy | Models):
+        self.models = policy if isinstance(policy, Models) else Models(policy, cache=False)
 
     def __call__(self, roots: Sequence[State]) -> list[PlanResult]:
         if not roots:
             return []
-        start = time.perf_counter()
-        proposals = self.policy.propose(roots, 1)
-        check_aligned("Policy.propose", proposals, roots)
-        seconds = time.perf_counter() - start
-        stats = PlanStats(model_calls=1, nodes=len(roots), seconds=seconds / len(roots))
-        return [PlanResult(action=p[0], stats=stats) for p in proposals]
+        m = self.models
+        m.begin(len(roots))
+        owners = list(range(len(roots)))
+        proposals = m.propose(roots, 1, owners)
+        m.add_nodes(owners)
+        out = []
+        for p, stats in zip(proposals, m.stats()):
+            if not p:
+                raise ValueError("Policy.propose returned no action")
+            out.append(PlanResult(action=p[0].action, value=p[0].logprob, stats=stats))
+        return out
