@@ -78,7 +78,8 @@ def tasks_cmd(split: str, task_type: str | None, limit: int | None, data_dir: st
 _AGENT_HELP = ("walkthrough (replays the game's solution), expert (ALFWorld's handcoded expert), random, "
                "llm (a language-model policy, see --model), policy (a trained policy, --policy CKPT) "
                "or prm (the admissible action a trained PRM scores highest, --prm CKPT); or a planner name "
-               "(best-of-n, beam, mcts: shorthand for --planner NAME with --policy CKPT or the llm proposing).")
+               "(best-of-n, beam, mcts: shorthand for --planner NAME with --policy CKPT or the llm proposing). "
+               "Default: policy with --policy, else llm for planners, else expert.")
 
 
 def model_options(fn: Any) -> Any:
@@ -143,7 +144,7 @@ def _model_configs(model: str, policy_mode: str, backend: str, dtype: str, threa
 
 
 @main.command("eval")
-@click.option("--agent", default="expert", show_default=True, help=_AGENT_HELP)
+@click.option("--agent", default=None, help=_AGENT_HELP)
 @click.option("--split", default="valid_unseen", show_default=True)
 @click.option("--limit", type=int, default=None, help="At most N tasks (round-robin over task types).")
 @click.option("--task-type", default=None, help="Only this task type.")
@@ -164,7 +165,7 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
 
     engine, policy = _model_configs(**model_flags)
     config = EvalConfig(agent=agent, split=split, limit=limit, task_type=task_type, seed=seed, workers=workers,
-                        env=EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=(agent == "expert")),
+                        env=EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=_uses_expert(agent, model_flags)),
                         model=engine, policy=policy, policy_ckpt=model_flags["policy_ckpt"], prm=model_flags["prm"],
                         world=model_flags["world"], planner=_planner_config(**_pick(model_flags)))
     evaluate(config, out, progress=not no_progress, echo=click.echo)
@@ -172,7 +173,7 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
 
 @main.command("plan")
 @click.option("--task", required=True, help="Task id (see `mpr tasks`) or path to a game.tw-pddl file.")
-@click.option("--agent", default="expert", show_default=True, help=_AGENT_HELP)
+@click.option("--agent", default=None, help=_AGENT_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-actions", type=int, default=30, show_default=True)
 @click.option("--data-dir", type=click.Path(), default=None)
@@ -186,10 +187,15 @@ def plan_cmd(task: str, agent: str, seed: int, max_actions: int, data_dir: str |
     from mpr.evaluation import play
 
     engine, policy = _model_configs(**model_flags)
-    play(task, agent, seed, EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=(agent == "expert")),
+    play(task, agent, seed, EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=_uses_expert(agent, model_flags)),
          echo=click.echo, model=engine, policy_config=policy, policy_ckpt=model_flags["policy_ckpt"],
          prm=model_flags["prm"], world=model_flags["world"], planner=_planner_config(**_pick(model_flags)),
          tree_out=tree_out)
+
+
+def _uses_expert(agent: str | None, flags: dict[str, Any]) -> bool:
+    """Compute the handcoded expert's actions only for the expert agent (they cost env time)."""
+    return agent == "expert" or (agent is None and not flags["policy_ckpt"] and flags["planner"] == "greedy")
 
 
 def _pick(flags: dict[str, Any]) -> dict[str, Any]:

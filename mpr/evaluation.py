@@ -34,11 +34,14 @@ from planners.build import NEEDS_WORLD, PLANNERS, PlannerConfig
 AGENTS = BUILTIN_AGENTS + ("llm", "policy", "prm")
 
 
-def split_agent(agent: str, policy_ckpt: str | None, planner: PlannerConfig) -> tuple[str, PlannerConfig]:
+def split_agent(agent: str | None, policy_ckpt: str | None, planner: PlannerConfig) -> tuple[str, PlannerConfig]:
     """``--agent beam`` (any planner name) is shorthand for ``--planner beam`` with the trained
-    policy (``--policy``) or else the base LLM proposing; other agents pass through."""
+    policy (``--policy``) or else the base LLM proposing. No agent: the trained policy when given,
+    else the LLM for planners and the handcoded expert for greedy. Other agents pass through."""
     import dataclasses
 
+    if agent is None:
+        return ("policy" if policy_ckpt else "llm" if planner.name != "greedy" else "expert"), planner
     if agent in PLANNERS:
         return ("policy" if policy_ckpt else "llm"), dataclasses.replace(planner, name=agent)
     return agent, planner
@@ -54,7 +57,7 @@ def check_agent(agent: str, policy_ckpt: str | None = None, prm: str | None = No
 class EvalConfig:
     """What to evaluate. ``workers=0`` plays in this process (no timeouts)."""
 
-    agent: str = "expert"
+    agent: str | None = "expert"  # None: see split_agent
     split: str = "valid_unseen"
     limit: int | None = None
     task_type: str | None = None

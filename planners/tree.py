@@ -46,8 +46,9 @@ def write_tree(tree: dict[str, Any], path: Path, picture: bool = True) -> list[P
     return written
 
 
-def draw_tree(tree: dict[str, Any], path: Path, max_nodes: int = 120) -> Path | None:
-    """A layered picture of the tree (the best-valued ``max_nodes`` nodes); None without matplotlib."""
+def draw_tree(tree: dict[str, Any], path: Path, max_nodes: int = 80) -> Path | None:
+    """A top-down picture: the root's candidates and every simulated node (up to ``max_nodes``,
+    best-valued first); the chosen action green. None when matplotlib/networkx are missing."""
     try:
         import matplotlib
 
@@ -57,35 +58,55 @@ def draw_tree(tree: dict[str, Any], path: Path, max_nodes: int = 120) -> Path | 
     except ImportError:
         return None
     nodes = tree["nodes"]
-    keep = {0} | {n["id"] for n in sorted(nodes[1:], key=lambda n: -(n.get("value") or 0))[: max_nodes - 1]}
+    ranked = sorted(nodes[1:], key=lambda n: (n["parent"] != 0 and n.get("observation") is None,
+                                              -(n.get("visits") or 0), -(n.get("value") or 0)))
+    keep = {0} | {n["id"] for n in ranked[: max_nodes - 1]}
     keep = {i for i in keep if _ancestors_kept(nodes, i, keep)}
     g = nx.DiGraph()
     for n in nodes:
-        if n["id"] in keep:
-            g.add_node(n["id"], layer=n["depth"])
-            if n["parent"] is not None:
-                g.add_edge(n["parent"], n["id"])
-    pos = nx.multipartite_layout(g, subset_key="layer", align="horizontal")
-    pos = {k: (x, -y) for k, (x, y) in pos.items()}
+        if n["id"] in keep and n["parent"] is not None:
+            g.add_edge(n["parent"], n["id"])
+    pos = _tidy_layout(g, 0)
     chosen = next((n["id"] for n in nodes if n["parent"] == 0 and n["action"] == tree["chosen"]), None)
-    labels = {}
+    labels = {0: "root"}
     for n in nodes:
-        if n["id"] in keep:
-            if n["id"] == 0:
-                labels[0] = "root"
-            else:
-                v = n.get("value")
-                vis = f" n={n['visits']}" if n.get("visits") else ""
-                labels[n["id"]] = f"{n['action']}\n{v:.2f}{vis}" if v is not None else n["action"]
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * max(1, len(keep)) ** 0.8), 2.5 + 2 * max(d for d in nx.get_node_attributes(g, "layer").values())))
-    colors = ["tab:green" if i == chosen else "tab:blue" if i else "tab:gray" for i in g.nodes]
-    nx.draw_networkx(g, pos, ax=ax, labels=labels, node_color=colors, node_size=120, font_size=6, arrows=False)
-    ax.set_title(f"{tree['root']['task_id']} step {tree['root']['num_actions'] + 1}: chose {tree['chosen']}", fontsize=8)
+        if n["id"] in keep and n["id"]:
+            v = n.get("value")
+            vis = f" n={n['visits']}" if n.get("visits") else ""
+            labels[n["id"]] = f"{n['action']}\n{v:.3f}{vis}" if v is not None else n["action"]
+    leaves = max(1, sum(1 for k in g.nodes if g.out_degree(k) == 0))
+    depth = max((n["depth"] for n in nodes if n["id"] in keep), default=0)
+    fig, ax = plt.subplots(figsize=(min(40, 2 + 1.3 * leaves), 2 + 1.6 * depth))
+    colors = ["tab:green" if i == chosen else "tab:gray" if i == 0 else "tab:blue" for i in g.nodes]
+    nx.draw_networkx(g, pos, ax=ax, labels={k: labels[k] for k in g.nodes}, node_color=colors, node_size=60,
+                     font_size=6, arrows=False, edge_color="0.7")
+    ax.set_title(f"{tree['root']['task_id']} — step {tree['root']['num_actions'] + 1}: chose {tree['chosen']!r}",
+                 fontsize=9)
     ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _tidy_layout(g: Any, root: int) -> dict[int, tuple[float, float]]:
+    """Leaves left to right in depth-first order; a parent centred over its children."""
+    pos: dict[int, tuple[float, float]] = {}
+    next_x = [0.0]
+
+    def place(node: int, depth: int) -> float:
+        kids = list(g.successors(node)) if node in g else []
+        if not kids:
+            x = next_x[0]
+            next_x[0] += 1
+        else:
+            xs = [place(k, depth + 1) for k in kids]
+            x = (min(xs) + max(xs)) / 2
+        pos[node] = (x, -depth)
+        return x
+
+    place(root, 0)
+    return pos
 
 
 def _ancestors_kept(nodes: list[dict[str, Any]], i: int, keep: set[int]) -> bool:

@@ -90,3 +90,29 @@ def expert_rollouts(tmp_path_factory, games_root) -> Path:
 def random_rollouts(tmp_path_factory, games_root) -> Path:
     """Random-policy rollouts on the same 3 games, 2 per game, half from walkthrough states: wins and losses."""
     return _rollouts(tmp_path_factory, "random", policy="random", repeats=2, reset_half=0.5, seed=3)
+
+
+MPR = [sys.executable, "-m", "mpr.cli"]
+
+
+def mpr(*args, ok=True):
+    """Run the mpr CLI in a subprocess (one torch thread), as a user would."""
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPR_THREADS": "1"}
+    proc = subprocess.run(MPR + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(tmp_path_factory, games_root):
+    """The training chain from the CLI with --preset tiny: expert rollouts R on 4 train games, then
+    a PRM P, a world model W and an SFT policy PI trained on them."""
+    d = tmp_path_factory.mktemp("chain")
+    mpr("rollout", "--policy", "expert", "--split", "train", "--limit", 4, "--out", d / "R", "--workers", 0, "--no-progress")
+    mpr("train", "prm", "--rollouts", d / "R", "--out", d / "P", "--preset", "tiny", "--no-progress")
+    mpr("train", "world", "--rollouts", d / "R", "--out", d / "W", "--preset", "tiny", "--no-progress")
+    mpr("train", "policy", "--sft", "--demos", d / "R", "--out", d / "PI", "--preset", "tiny", "--no-progress")
+    return d

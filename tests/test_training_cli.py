@@ -6,26 +6,12 @@ import subprocess
 import sys
 
 import pytest
-
-MPR = [sys.executable, "-m", "mpr.cli"]
-
-
-def mpr(*args, ok=True):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPR_THREADS": "1"}
-    proc = subprocess.run(MPR + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=600)
-    if ok:
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc
+from conftest import mpr
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, games_root):
-    d = tmp_path_factory.mktemp("chain")
-    mpr("rollout", "--policy", "expert", "--split", "train", "--limit", 4, "--out", d / "R", "--workers", 0, "--no-progress")
-    mpr("train", "prm", "--rollouts", d / "R", "--out", d / "P", "--preset", "tiny", "--no-progress")
-    mpr("train", "world", "--rollouts", d / "R", "--out", d / "W", "--preset", "tiny", "--no-progress")
-    mpr("train", "policy", "--sft", "--demos", d / "R", "--out", d / "PI", "--preset", "tiny", "--no-progress")
-    return d
+def chain(tiny_chain):
+    return tiny_chain
 
 
 def test_each_stage_leaves_a_checkpoint_that_plan_and_eval_load(chain):
