@@ -57,6 +57,7 @@ def _comparable(path):
         d = json.loads(line)
         for k in ("seconds", "env_seconds", "plan_seconds"):
             d.pop(k, None)
+        d.get("compute", {}).pop("model_seconds", None)
         out.append(d)
     return out
 
