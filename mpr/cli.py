@@ -202,6 +202,22 @@ def _pick(flags: dict[str, Any]) -> dict[str, Any]:
     return {k: flags[k] for k in ("planner", "oracle_world", "no_cache", *_PLANNER_FLAGS)}
 
 
+# -- benchmark --------------------------------------------------------------------------
+
+
+@main.command("bench")
+@click.argument("recipe", type=click.Path())
+@click.option("--out", type=click.Path(), default=None, help="Results dir [bench/results/<recipe name>].")
+@click.option("--no-progress", is_flag=True)
+def bench_cmd(recipe: str, out: str | None, no_progress: bool) -> None:
+    """Run a benchmark recipe (bench/configs/*.yaml): every arm on the same games, resumable;
+    writes summary.json, report.md, episodes.jsonl and plots."""
+    from mpr.benchmark import load_recipe, run_bench
+
+    config = load_recipe(recipe)
+    run_bench(config, out or f"bench/results/{config.name}", progress=not no_progress, echo=click.echo)
+
+
 # -- training ---------------------------------------------------------------------------
 
 
