@@ -191,28 +191,8 @@ class HFEngine(TokenizerMixin):
         """
         import torch
 
-        if any(not p for p in prompts):
-            raise ValueError("score: empty prompt")
-        pad, dev = self.tokenizer.pad_token_id, self.device
-        ids, mask = _left_pad(prompts, pad, dev)
-        self.stats.prompt_tokens += sum(map(len, prompts)) + sum(len(c) for cs in cands for c in cs)
-        packed = [[t for c in cs for t in c] for cs in cands]
-        owner = [[j for j, c in enumerate(cs) for _ in c] for cs in cands]
-        offset = [[k for c in cs for k in range(len(c))] for cs in cands]
-        c_ids, c_mask = _right_pad(packed, pad, dev)
-        P, C, L = len(prompts), c_ids.shape[1], ids.shape[1]
-        own = torch.full((P, C), -1, dtype=torch.long)
-        off = torch.zeros((P, C), dtype=torch.long)
-        for i in range(P):
-            own[i, : len(owner[i])] = torch.tensor(owner[i], dtype=torch.long)
-            off[i, : len(offset[i])] = torch.tensor(offset[i], dtype=torch.long)
-        own, off = own.to(dev), off.to(dev)
-        same = (own[:, :, None] == own[:, None, :]) & (off[:, None, :] <= off[:, :, None]) & (own[:, :, None] >= 0)
-        same |= torch.eye(C, dtype=torch.bool, device=dev)[None]  # padding rows attend to themselves
-        allowed = torch.cat([mask.bool()[:, None, :].expand(P, C, L), same], dim=2)
-        dtype = self.lm.dtype
-        attn = torch.zeros((P, 1, C, L + C), dtype=dtype, device=dev)
-        attn.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+        ids, mask, c_ids, c_mask, attn, off = self._packed(prompts, cands, self.lm.dtype)
+        P, C, dev = c_ids.shape[0], c_ids.shape[1], self.device
         with torch.inference_mode():
             out = self.lm(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                           use_cache=True)
@@ -235,6 +215,94 @@ class HFEngine(TokenizerMixin):
                 row.append(ContinuationScore(float(sum(tok_list[i][q : q + len(c)])), len(c)))
                 q += len(c)
             results.append(row)
+        return results
+
+    def _packed(self, prompts: list[list[int]], cands: list[list[list[int]]], dtype: Any) -> tuple[Any, ...]:
+        """Inputs of a tree forward: left-padded prompts (ids, mask); every prompt's candidates packed
+        in one right-padded row (c_ids, c_mask); the additive 4D mask letting each candidate token see
+        its prompt and its own candidate's earlier tokens only; each token's offset in its candidate."""
+        import torch
+
+        if any(not p for p in prompts):
+            raise ValueError("score: empty prompt")
+        pad, dev = self.tokenizer.pad_token_id, self.device
+        ids, mask = _left_pad(prompts, pad, dev)
+        self.stats.prompt_tokens += sum(map(len, prompts)) + sum(len(c) for cs in cands for c in cs)
+        packed = [[t for c in cs for t in c] for cs in cands]
+        owner = [[j for j, c in enumerate(cs) for _ in c] for cs in cands]
+        offset = [[k for c in cs for k in range(len(c))] for cs in cands]
+        c_ids, c_mask = _right_pad(packed, pad, dev)
+        P, C, L = len(prompts), c_ids.shape[1], ids.shape[1]
+        own = torch.full((P, C), -1, dtype=torch.long)
+        off = torch.zeros((P, C), dtype=torch.long)
+        for i in range(P):
+            own[i, : len(owner[i])] = torch.tensor(owner[i], dtype=torch.long)
+            off[i, : len(offset[i])] = torch.tensor(offset[i], dtype=torch.long)
+        own, off = own.to(dev), off.to(dev)
+        same = (own[:, :, None] == own[:, None, :]) & (off[:, None, :] <= off[:, :, None]) & (own[:, :, None] >= 0)
+        same |= torch.eye(C, dtype=torch.bool, device=dev)[None]  # padding rows attend to themselves
+        allowed = torch.cat([mask.bool()[:, None, :].expand(P, C, L), same], dim=2)
+        attn = torch.zeros((P, 1, C, L + C), dtype=dtype, device=dev)
+        attn.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+        return ids, mask, c_ids, c_mask, attn, off
+
+    # -- value over shared prefixes ----------------------------------------------------------------
+    def value_groups(self, prefixes: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        """``[i][j]`` = ``value(prefixes[i] + continuations[i][j])``, with each prefix encoded once and
+        its continuations packed in one row (tree attention, as in ``score``). A pair whose joint
+        tokenization does not split at the boundary is computed in full, so results always equal
+        ``value`` on the joined texts (tested to 1e-4)."""
+        if len(prefixes) != len(continuations):
+            raise ValueError("value_groups: prefixes and continuations differ in length")
+        if not prefixes:
+            return []
+        self.stats.calls += 1
+        out: list[list[float]] = [[0.0] * len(cs) for cs in continuations]
+        groups: list[tuple[int, list[int], list[list[int]], list[int]]] = []  # (i, prefix ids, cont ids, js)
+        full: list[tuple[int, int]] = []
+        for i, (p, cs) in enumerate(zip(prefixes, continuations)):
+            p_ids = self.encode(p)
+            ok_ids, js = [], []
+            for j, c in enumerate(cs):
+                c_ids = self.encode(c)
+                if p_ids and c_ids and self.encode(p + c) == p_ids + c_ids:
+                    ok_ids.append(c_ids)
+                    js.append(j)
+                else:
+                    full.append((i, j))
+            if js:
+                groups.append((i, p_ids, ok_ids, js))
+        for chunk in self._prompt_chunks([g[2] for g in groups]):
+            part = [groups[k] for k in chunk]
+            for (i, _, _, js), vals in zip(part, self._value_chunk([g[1] for g in part], [g[2] for g in part])):
+                for j, v in zip(js, vals):
+                    out[i][j] = v
+        if full:
+            self.stats.calls -= 1  # the fallback's own call is part of this one
+            for (i, j), v in zip(full, self.value([prefixes[i] + continuations[i][j] for i, j in full])):
+                out[i][j] = v
+        return out
+
+    def _value_chunk(self, prompts: list[list[int]], cands: list[list[list[int]]]) -> list[list[float]]:
+        """Tree forward of the value model's body; the scalar head reads each candidate's last token."""
+        import torch
+
+        model = self.value_model
+        ids, mask, c_ids, c_mask, attn, off = self._packed(prompts, cands, torch.float32)
+        body = model.base_model
+        with torch.inference_mode():
+            out = body(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                       use_cache=True)
+            c_out = body(input_ids=c_ids, attention_mask=attn, position_ids=mask.sum(-1, keepdim=True) + off,
+                         past_key_values=out.past_key_values, use_cache=True)
+            values = model.score(c_out.last_hidden_state.float())[..., 0].tolist()  # [P, C]
+        results = []
+        for i, cs in enumerate(cands):
+            ends, q = [], 0
+            for c in cs:
+                q += len(c)
+                ends.append(float(values[i][q - 1]))
+            results.append(ends)
         return results
 
     def score_naive(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:

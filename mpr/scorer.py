@@ -16,10 +16,10 @@ from mpr.prompts import JUDGE_ANSWERS, ChatFormat, judge_prompt, prm_text
 
 
 class PRMScorer:
-    def __init__(self, engine: Engine, output: str = "sigmoid"):
+    def __init__(self, engine: Engine, output: str = "sigmoid", share_prefix: bool = True):
         if output not in ("sigmoid", "raw"):
             raise ValueError(f"output must be 'sigmoid' or 'raw', got {output!r}")
-        self.engine, self.output = engine, output
+        self.engine, self.output, self.share_prefix = engine, output, share_prefix
 
     @classmethod
     def from_checkpoint(cls, path: str, engine: EngineConfig | None = None) -> PRMScorer:
@@ -36,10 +36,20 @@ class PRMScorer:
         if len(states) != len(actions):
             raise ValueError("score: states and actions differ in length")
         texts = [prm_text(s, a, self.engine.count_tokens, self.engine.config.max_length) for s, a in zip(states, actions)]
-        raw = self.engine.value(texts)
+        raw = self._values(texts, actions)
         out = raw if self.output == "raw" else [sigmoid(v) for v in raw]
         check_aligned("Scorer", out, states)
         return out
+
+    def _values(self, texts: list[str], actions: Sequence[str]) -> list[float]:
+        """Value-head outputs; siblings (same state, different actions) share one encoding of the state
+        when the engine can do it (``value_groups``), else every text is encoded in full."""
+        grouped = getattr(self.engine, "value_groups", None)
+        if grouped is None or not self.share_prefix:
+            return self.engine.value(texts)
+        prefixes, conts, where = split_shared(texts, actions)
+        values = grouped(prefixes, conts)
+        return [values[g][k] for g, k in where]
 
 
 class JudgeScorer:
@@ -60,6 +70,27 @@ class JudgeScorer:
         out = [sigmoid(yes.logprob - no.logprob) for yes, no in rows]
         check_aligned("Scorer", out, states)
         return out
+
+
+def split_shared(texts: Sequence[str], actions: Sequence[str]) -> tuple[list[str], list[list[str]], list[tuple[int, int]]]:
+    """Group PRM inputs by their text before `` <action>`` (siblings share it): (prefixes, continuations
+    per prefix, and for each input its (group, position)). Inputs that do not end in their action form
+    groups of their own with an empty prefix split."""
+    prefixes: list[str] = []
+    conts: list[list[str]] = []
+    where: list[tuple[int, int]] = []
+    index: dict[str, int] = {}
+    for text, action in zip(texts, actions):
+        cut = len(text) - len(action) - 1 if action and text.endswith(" " + action) else len(text)
+        prefix, cont = text[:cut], text[cut:]
+        if prefix not in index:
+            index[prefix] = len(prefixes)
+            prefixes.append(prefix)
+            conts.append([])
+        g = index[prefix]
+        where.append((g, len(conts[g])))
+        conts[g].append(cont)
+    return prefixes, conts, where
 
 
 def score_candidates(scorer: Scorer, states: Sequence[State], candidates: Sequence[Sequence[str]]) -> list[list[float]]:

@@ -127,3 +127,32 @@ def test_prepare_default_model_converts_once(tmp_path):
                                      "What do you do first?"}], tokenize=False, add_generation_prompt=True)
     good, bad = engine.score([prompt], [["I go to the sink to clean the mug.", "zq xv plk qq"]])[0]
     assert good.mean_logprob > bad.mean_logprob
+
+
+def test_value_groups_equal_full_values(tiny_value_dir):
+    """Shared-prefix value scoring == the value of every joined text (exact up to float error),
+    including continuations whose tokens would merge across the boundary (computed in full)."""
+    engine = HFEngine(EngineConfig(model=str(tiny_value_dir), dtype="fp32", threads=1, batch_size=3))
+    prefixes = PROMPTS[:3] + ["Rate the last action.\nYour task is to: put a mug in the sinkbasin.\n>"]
+    conts = [[" go to cabinet 1", " look", "ing"], [" take mug 1 from countertop 1"],
+             [" open drawer 2", " inventory", " go to fridge 1", " examine desk 1"], [" go to sinkbasin 1", " look"]]
+    grouped = engine.value_groups(prefixes, conts)
+    full = engine.value([p + c for p, cs in zip(prefixes, conts) for c in cs])
+    assert [v for row in grouped for v in row] == pytest.approx(full, abs=1e-4)
+    assert [len(r) for r in grouped] == [3, 1, 4, 2]
+
+
+def test_prm_scorer_shares_state_prefixes_without_changing_scores(tiny_value_dir):
+    from mpr.core import State
+    from mpr.scorer import PRMScorer
+
+    engine = HFEngine(EngineConfig(model=str(tiny_value_dir), dtype="fp32", threads=1))
+    s0 = State("t", "put a mug in the sinkbasin", "You are in a kitchen. You see a cabinet 1, a sinkbasin 1.")
+    s1 = s0.after("go to cabinet 1", "You arrive at cabinet 1. The cabinet 1 is closed.")
+    states = [s0, s0, s0, s1, s1, s0]
+    actions = ["go to cabinet 1", "go to sinkbasin 1", "look", "open cabinet 1", "look", "go to cabinet 1"]
+    shared = PRMScorer(engine).score(states, actions)
+    calls = engine.stats.calls
+    full = PRMScorer(engine, share_prefix=False).score(states, actions)
+    assert shared == pytest.approx(full, abs=1e-5)
+    assert shared[0] == shared[5] and engine.stats.calls == calls + 1
