@@ -1,9 +1,6 @@
 """The training chain from the command line, exactly as a user runs it (--preset tiny)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from conftest import mpr
