@@ -74,8 +74,8 @@ class JudgeScorer:
 
 def split_shared(texts: Sequence[str], actions: Sequence[str]) -> tuple[list[str], list[list[str]], list[tuple[int, int]]]:
     """Group PRM inputs by their text before `` <action>`` (siblings share it): (prefixes, continuations
-    per prefix, and for each input its (group, position)). Inputs that do not end in their action form
-    groups of their own with an empty prefix split."""
+    per prefix, each once, and for each input its (group, position)). An input that does not end in its
+    action is a prefix of its own with an empty continuation."""
     prefixes: list[str] = []
     conts: list[list[str]] = []
     where: list[tuple[int, int]] = []
@@ -88,8 +88,9 @@ def split_shared(texts: Sequence[str], actions: Sequence[str]) -> tuple[list[str
             prefixes.append(prefix)
             conts.append([])
         g = index[prefix]
-        where.append((g, len(conts[g])))
-        conts[g].append(cont)
+        if cont not in conts[g]:  # the same pair twice is scored once
+            conts[g].append(cont)
+        where.append((g, conts[g].index(cont)))
     return prefixes, conts, where
 
 
