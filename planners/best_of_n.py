@@ -31,8 +31,7 @@ class BestOfNPlanner:
         if not roots:
             return []
         m = self.models
-        m.begin(len(roots))
-        owners = list(range(len(roots)))
+        owners = m.begin(len(roots))
         cands = m.propose(roots, self.config.n, owners)
         pair_owner = [i for i, cs in enumerate(cands) for _ in cs]
         scores = m.score([roots[i] for i in pair_owner], [c.action for cs in cands for c in cs], pair_owner)

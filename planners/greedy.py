@@ -19,8 +19,7 @@ class GreedyPlanner:
         if not roots:
             return []
         m = self.models
-        m.begin(len(roots))
-        owners = list(range(len(roots)))
+        owners = m.begin(len(roots))
         proposals = m.propose(roots, 1, owners)
         m.add_nodes(owners)
         out = []

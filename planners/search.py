@@ -106,12 +106,13 @@ class Models:
         self._ledger = _Ledger(0)
 
     # -- accounting -------------------------------------------------------------------------
-    def begin(self, num_roots: int) -> None:
-        """Start accounting for a planner call over ``num_roots`` roots."""
+    def begin(self, num_roots: int) -> list[int]:
+        """Start accounting for a planner call over ``num_roots`` roots; returns their owner ids."""
         self._ledger = _Ledger(num_roots)
         for memo in (self._proposals, self._sims, self._scores):
             if len(memo) > MEMO_LIMIT:
                 memo.clear()
+        return list(range(num_roots))
 
     def add_nodes(self, owners: Sequence[int]) -> None:
         for o in owners:

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import re
 
-_ARRIVE = re.compile(r"you arrive at (?:the )?([a-z]+ \d+)")
+ARRIVE = re.compile(r"you arrive at (?:the )?([a-z]+ \d+)")
 _SEEN = re.compile(r"you see (.+?)(?:\.|$)")
-_ITEM = re.compile(r"(?:an? )?([a-z]+ \d+)")
-_PICK = re.compile(r"you pick up the ([a-z]+ \d+)")
+ITEM = re.compile(r"(?:an? )?([a-z]+ \d+)")
+PICK = re.compile(r"you pick up the ([a-z]+ \d+)")
 _PLACE = re.compile(r"you (?:move|put) the ([a-z]+ \d+) (?:to|in|on|in/on)")
 _STATE = re.compile(r"the ([a-z]+ \d+) is (open|closed)")
 _OPEN = re.compile(r"you (open|close) the ([a-z]+ \d+)")
 _CARRY = re.compile(r"you are carrying: (.+?)(?:\.|$)")
 
 
-def _items(listing: str) -> list[str]:
-    return [m.group(1) for m in _ITEM.finditer(listing)] if "nothing" not in listing.split(",")[0] else []
+def items(listing: str) -> list[str]:
+    return [m.group(1) for m in ITEM.finditer(listing)] if "nothing" not in listing.split(",")[0] else []
 
 
 def parse_facts(text: str) -> frozenset[tuple[str, str]]:
@@ -35,15 +35,15 @@ def parse_facts(text: str) -> frozenset[tuple[str, str]]:
     facts: set[tuple[str, str]] = set()
     if t.startswith("nothing happens"):
         facts.add(("nothing", ""))
-    facts.update(("location", m.group(1)) for m in _ARRIVE.finditer(t))
+    facts.update(("location", m.group(1)) for m in ARRIVE.finditer(t))
     for m in _SEEN.finditer(t):
-        facts.update(("seen", x) for x in _items(m.group(1)))
-    facts.update(("picked", m.group(1)) for m in _PICK.finditer(t))
+        facts.update(("seen", x) for x in items(m.group(1)))
+    facts.update(("picked", m.group(1)) for m in PICK.finditer(t))
     facts.update(("placed", m.group(1)) for m in _PLACE.finditer(t))
     facts.update((s, r) for r, s in _STATE.findall(t))
     facts.update(("open" if verb == "open" else "closed", r) for verb, r in _OPEN.findall(t))
     for m in _CARRY.finditer(t):
-        facts.update(("carrying", x) for x in _items(m.group(1)))
+        facts.update(("carrying", x) for x in items(m.group(1)))
     return frozenset(facts)
 
 

@@ -21,15 +21,13 @@ from __future__ import annotations
 import re
 
 from mpr.core import State
+from worldmodel.facts import ARRIVE, PICK, items
 
-_ARRIVE = re.compile(r"you arrive at (?:the )?([a-z]+ \d+)")
 _ON_IN = re.compile(r"(?:on|in) the ([a-z]+ \d+), you see (.+?)(?:\.|$)")
 _IN_IT = re.compile(r"(?:you open the|the) ([a-z]+ \d+) is open\. in it, you see (.+?)(?:\.|$)")
 _OPENED = re.compile(r"you open the ([a-z]+ \d+)")
 _CLOSED = re.compile(r"(?:you close the|the) ([a-z]+ \d+)(?: is closed)?")
-_PICK = re.compile(r"you pick up the ([a-z]+ \d+)")
 _PLACE = re.compile(r"you (?:move|put) the ([a-z]+ \d+)")
-_ITEM = re.compile(r"(?:an? )?([a-z]+ \d+)")
 _GO = re.compile(r"^go to (.+)$")
 
 OPENABLE = ("cabinet", "drawer", "fridge", "microwave", "safe", "box")
@@ -40,10 +38,6 @@ ALWAYS = ("help", "inventory", "look")
 
 def _kind(name: str) -> str:
     return name.rsplit(" ", 1)[0]
-
-
-def _items(listing: str) -> list[str]:
-    return [] if listing.strip().startswith("nothing") else [m.group(1) for m in _ITEM.finditer(listing)]
 
 
 class _Facts:
@@ -59,7 +53,7 @@ class _Facts:
         t = " ".join(observation.lower().split())
         if t.startswith("nothing happens"):
             return
-        arrive = _ARRIVE.search(t)
+        arrive = ARRIVE.search(t)
         if arrive:
             self.location = arrive.group(1)
         for m in _OPENED.finditer(t):
@@ -68,15 +62,15 @@ class _Facts:
             for m in _CLOSED.finditer(t):
                 self.open[m.group(1)] = False
         for m in list(_ON_IN.finditer(t)) + list(_IN_IT.finditer(t)):
-            self.contents[m.group(1)] = _items(m.group(2))
+            self.contents[m.group(1)] = items(m.group(2))
             if _kind(m.group(1)) in OPENABLE and self.location == m.group(1):
                 self.open[m.group(1)] = True
-        pick = _PICK.search(t)
+        pick = PICK.search(t)
         if pick:
             self.held = pick.group(1)
-            for items in self.contents.values():
-                if self.held in items:
-                    items.remove(self.held)
+            for listed in self.contents.values():
+                if self.held in listed:
+                    listed.remove(self.held)
         place = _PLACE.search(t)
         if place and self.location:
             self.contents.setdefault(self.location, []).append(place.group(1))
@@ -100,7 +94,7 @@ def next_admissible(parent: State, action: str, observation: str) -> tuple[str, 
     if before:
         places.add(before)
     if not places:  # a root without admissible commands: take the receptacles from the room text
-        places = set(_items(parent.initial.lower().split("you see", 1)[-1]))
+        places = set(items(parent.initial.lower().split("you see", 1)[-1]))
     loc = facts.location
     out = set(ALWAYS) | {f"go to {p}" for p in places if p != loc}
     if facts.held:
