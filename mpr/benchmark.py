@@ -34,7 +34,7 @@ from typing import Any
 
 from mpr.config import from_mapping, load_yaml, require, to_dict
 from mpr.data import TASK_TYPES, atomic_write_text
-from mpr.episodes import EpisodeResult, read_episodes
+from mpr.episodes import EpisodeResult, compute_totals, read_episodes
 from mpr.errors import ConfigError
 
 BASELINES = ("walkthrough", "expert", "random")
@@ -225,8 +225,8 @@ def summarize_arm(episodes: list[EpisodeResult]) -> dict[str, Any]:
                 "ci95": [lo, hi], "errors": sum(e.error is not None for e in eps)}
 
     n = max(1, len(episodes))
-    total = {k: sum(e.compute.get(k, 0) for e in episodes) for k in
-             ("decisions", "model_calls", "prompt_tokens", "generated_tokens", "requests")}
+    summed = compute_totals(episodes)
+    total = {k: summed.get(k, 0) for k in ("decisions", "model_calls", "prompt_tokens", "generated_tokens", "requests")}
     decisions = max(1, total["decisions"])
     tokens = total["prompt_tokens"] + total["generated_tokens"]
     return {

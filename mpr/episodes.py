@@ -238,6 +238,15 @@ def add_compute(total: dict[str, float], stats: Any) -> None:
         total[k] = total.get(k, 0) + getattr(stats, k)
 
 
+def compute_totals(results: Iterable[EpisodeResult]) -> dict[str, float]:
+    """Planner compute summed over episodes (see ``EpisodeResult.compute``)."""
+    total: dict[str, float] = {}
+    for r in results:
+        for k, v in r.compute.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
 def _submit(env: Env, running: dict[int, _Running], slots: list[int], requests: list[Any]) -> None:
     now = time.perf_counter()
     for s, r in zip(slots, requests):

@@ -23,6 +23,7 @@ from mpr.env import EnvConfig, SerialEnv
 from mpr.episodes import (
     EpisodeResult,
     EpisodeStore,
+    compute_totals,
     format_table,
     run_episodes,
     summarize,
@@ -234,15 +235,6 @@ def evaluate(
         atomic_write_text(summary_path, json.dumps(summary, indent=2))
         echo(f"episodes: {out}\nsummary:  {summary_path}")
     return summary
-
-
-def compute_totals(results: list[EpisodeResult]) -> dict[str, float]:
-    """Planner compute summed over episodes (see ``EpisodeResult.compute``)."""
-    total: dict[str, float] = {}
-    for r in results:
-        for k, v in r.compute.items():
-            total[k] = total.get(k, 0) + v
-    return total
 
 
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:

@@ -76,22 +76,17 @@ def split_shared(texts: Sequence[str], actions: Sequence[str]) -> tuple[list[str
     """Group PRM inputs by their text before `` <action>`` (siblings share it): (prefixes, continuations
     per prefix, each once, and for each input its (group, position)). An input that does not end in its
     action is a prefix of its own with an empty continuation."""
-    prefixes: list[str] = []
-    conts: list[list[str]] = []
+    index: dict[str, int] = {}  # prefix -> group
+    positions: list[dict[str, int]] = []  # per group: continuation -> position
     where: list[tuple[int, int]] = []
-    index: dict[str, int] = {}
     for text, action in zip(texts, actions):
         cut = len(text) - len(action) - 1 if action and text.endswith(" " + action) else len(text)
         prefix, cont = text[:cut], text[cut:]
-        if prefix not in index:
-            index[prefix] = len(prefixes)
-            prefixes.append(prefix)
-            conts.append([])
-        g = index[prefix]
-        if cont not in conts[g]:  # the same pair twice is scored once
-            conts[g].append(cont)
-        where.append((g, conts[g].index(cont)))
-    return prefixes, conts, where
+        g = index.setdefault(prefix, len(index))
+        if g == len(positions):
+            positions.append({})
+        where.append((g, positions[g].setdefault(cont, len(positions[g]))))  # the same pair twice: scored once
+    return list(index), [list(p) for p in positions], where
 
 
 def score_candidates(scorer: Scorer, states: Sequence[State], candidates: Sequence[Sequence[str]]) -> list[list[float]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mpr.core import PlanStats, Policy, Scorer, State, WorldModel, check_aligned
@@ -73,23 +73,19 @@ def simulate(world: WorldModel, states: Sequence[State], actions: Sequence[str])
     return [Sim(s.after(a, o, adm), won) for s, a, o, (adm, won) in zip(states, actions, observations, facts)]
 
 
-@dataclass
 class _Ledger:
     """Per-root accounting of one planner call."""
 
-    num_roots: int
-    calls: int = 0
-    requests: list[int] = field(default_factory=list)
-    hits: list[int] = field(default_factory=list)
-    prompt_tokens: list[float] = field(default_factory=list)
-    generated_tokens: list[float] = field(default_factory=list)
-    model_seconds: list[float] = field(default_factory=list)
-    nodes: list[int] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
-
-    def __post_init__(self) -> None:
-        for name in ("requests", "hits", "prompt_tokens", "generated_tokens", "model_seconds", "nodes"):
-            setattr(self, name, [0] * self.num_roots)
+    def __init__(self, num_roots: int):
+        self.num_roots = num_roots
+        self.calls = 0
+        self.started = time.perf_counter()
+        self.requests = [0] * num_roots
+        self.hits = [0] * num_roots
+        self.nodes = [0] * num_roots
+        self.prompt_tokens = [0.0] * num_roots
+        self.generated_tokens = [0.0] * num_roots
+        self.model_seconds = [0.0] * num_roots
 
 
 class Models:
