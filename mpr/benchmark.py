@@ -78,16 +78,19 @@ def _round(x: float) -> int:
 @dataclass(frozen=True)
 class ModelsConfig:
     """Checkpoints for policy / prm / world, or ``build: tiny`` to train the tiny chain into
-    ``<out>/models`` first (expert demonstrations on ``train_games`` train games)."""
+    ``<out>/models`` first (expert demonstrations on ``train_games`` train games; ``train_steps``
+    optimizer steps per model, 0: the tiny preset's epochs)."""
 
     build: str | None = None
     train_games: int = 12
+    train_steps: int = 0
     policy: str | None = None
     prm: str | None = None
     world: str | None = None
 
     def __post_init__(self) -> None:
         require(self.build in (None, "tiny"), f"models.build must be 'tiny' or absent, got {self.build!r}")
+        require(self.train_steps >= 0, f"models.train_steps must be >= 0, got {self.train_steps}")
         require(self.build is not None or all((self.policy, self.prm, self.world)),
                 "models: give policy, prm and world checkpoints, or build: tiny")
 
@@ -101,10 +104,12 @@ class BenchConfig:
     seed: int = 0
     workers: int = 2
     threads: int = 1
+    max_length: int = 1024  # prompt tokens the models see (history beyond it is dropped, oldest first)
     models: ModelsConfig = field(default_factory=lambda: ModelsConfig(build="tiny"))
     baselines: tuple[str, ...] = BASELINES
     arms: tuple[ArmConfig, ...] = ()
-    quoted: tuple[dict[str, Any], ...] = ()  # published numbers: {name, success_rate, source}, shown as quoted
+    # published numbers, shown as quoted (not rerun): {name, source, success_rate (or null + note), episodes}
+    quoted: tuple[dict[str, Any], ...] = ()
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -114,6 +119,13 @@ class BenchConfig:
         names = [a.name for a in self.arms] + list(self.baselines)
         require(len(names) == len(set(names)), f"arm names must be unique, got {names}")
         require(self.games_per_type is None or self.games_per_type >= 1, "games_per_type must be >= 1")
+        require(self.max_length >= 64, f"max_length must be >= 64, got {self.max_length}")
+        for q in self.quoted:
+            require(isinstance(q, dict) and bool(q.get("name")) and bool(q.get("source")),
+                    f"a quoted row needs a name and a source, got {q!r}")
+            rate = q.get("success_rate")
+            require(rate is None or (isinstance(rate, (int, float)) and 0 <= rate <= 1),
+                    f"quoted success_rate must be a fraction in [0, 1] or null, got {rate!r}")
 
 
 def load_recipe(path: str | Path) -> BenchConfig:
@@ -133,7 +145,8 @@ def load_recipe(path: str | Path) -> BenchConfig:
 # -- running ---------------------------------------------------------------------------------
 
 
-def build_tiny_models(config: BenchConfig, out: Path, echo: Callable[[str], None], progress: bool) -> ModelsConfig:
+def build_tiny_models(config: BenchConfig, out: Path, echo: Callable[[str], None], progress: bool,
+                      executor: Any = None) -> ModelsConfig:
     """Train the tiny chain (expert demos -> SFT policy, AgentPRM on the demos, world model) into
     ``out/models``; each stage is skipped when its checkpoint is already there."""
     from training.common import load_train_config
@@ -147,16 +160,19 @@ def build_tiny_models(config: BenchConfig, out: Path, echo: Callable[[str], None
     models = out / "models"
     demos = models / "demos"
     echo(f"building tiny models in {models} (expert demos on {config.models.train_games} train games)")
+    extra = {"executor": executor} if executor is not None else {}
     rollout(RolloutConfig(policy="expert", split="train", limit=config.models.train_games, workers=config.workers,
-                          env=EnvConfig()), demos, progress=progress, echo=echo)
-    train_policy_sft([demos], models / "policy", load_train_config("policy", preset="tiny"), progress=progress, echo=echo)
-    train_agentprm([demos], models / "prm", load_train_config("prm", preset="tiny"), progress=progress, echo=echo)
-    train_world([demos], models / "world", load_train_config("world", preset="tiny"), progress=progress, echo=echo)
+                          env=EnvConfig(), **extra), demos, progress=progress, echo=echo)
+    steps = [f"max_steps={config.models.train_steps}"] if config.models.train_steps else []
+    train_policy_sft([demos], models / "policy", load_train_config("policy", "tiny", overrides=steps), progress=progress,
+                     echo=echo)
+    train_agentprm([demos], models / "prm", load_train_config("prm", "tiny", overrides=steps), progress=progress, echo=echo)
+    train_world([demos], models / "world", load_train_config("world", "tiny", overrides=steps), progress=progress, echo=echo)
     return dataclasses.replace(config.models, policy=str(models / "policy"), prm=str(models / "prm"),
                                world=str(models / "world"))
 
 
-def arm_eval_config(config: BenchConfig, models: ModelsConfig, arm: ArmConfig | str) -> Any:
+def arm_eval_config(config: BenchConfig, models: ModelsConfig, arm: ArmConfig | str, executor: Any = None) -> Any:
     """The EvalConfig of one arm (a baseline name or an ArmConfig)."""
     from mpr.engine import EngineConfig
     from mpr.env import EnvConfig
@@ -165,7 +181,9 @@ def arm_eval_config(config: BenchConfig, models: ModelsConfig, arm: ArmConfig | 
 
     limit = config.games_per_type * len(TASK_TYPES) if config.games_per_type else None
     common: dict[str, Any] = dict(split=config.split, limit=limit, seed=config.seed, workers=config.workers,
-                                  model=EngineConfig(threads=config.threads))
+                                  model=EngineConfig(threads=config.threads, max_length=config.max_length))
+    if executor is not None:
+        common["executor"] = executor
     if isinstance(arm, str):
         return EvalConfig(agent=arm, env=EnvConfig(max_actions=config.max_actions, expert=arm == "expert"), **common)
     planner = with_overrides(PlannerConfig(name=arm.planner), **arm.planner_settings())
@@ -174,15 +192,16 @@ def arm_eval_config(config: BenchConfig, models: ModelsConfig, arm: ArmConfig | 
 
 
 def run_bench(config: BenchConfig, out: str | Path, progress: bool = True,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) every arm, then write the derived report files. Returns the summary."""
+              echo: Callable[[str], None] = print, executor: Any = None) -> dict[str, Any]:
+    """Run (or resume) every arm, then write the derived report files. Returns the summary.
+    ``executor`` (an ``mpr.executor.ExecutorConfig``): where episodes run; local by default."""
     from mpr.evaluation import evaluate
 
     out = Path(out)
     (out / "arms").mkdir(parents=True, exist_ok=True)
     models = config.models
     if models.build == "tiny":
-        models = build_tiny_models(config, out, echo, progress)
+        models = build_tiny_models(config, out, echo, progress, executor)
     resolved = {"recipe": to_dict(config), "models": to_dict(models),
                 "arms": {a.name: a.planner_settings() for a in config.arms}}
     atomic_write_text(out / "config.json", json.dumps(resolved, indent=2))
@@ -191,7 +210,7 @@ def run_bench(config: BenchConfig, out: str | Path, progress: bool = True,
         name = names[i]
         echo(f"[{i + 1}/{len(names)}] {name}")
         started = time.perf_counter()
-        result = evaluate(arm_eval_config(config, models, arm), out / "arms" / f"{_file(name)}.jsonl",
+        result = evaluate(arm_eval_config(config, models, arm, executor), out / "arms" / f"{_file(name)}.jsonl",
                           progress=progress, echo=lambda m: None)
         before = result["episodes_in_summary"] - result["episodes_run_now"]
         echo(f"    {result['episodes_run_now']} episodes run now, {before} already recorded "
@@ -298,8 +317,10 @@ def markdown(config: BenchConfig, summary: dict[str, Any]) -> str:
         rows.append(f"| {name} | {shown} | {s['episodes']} | {100 * s['success_rate']:.1f} ({100 * lo:.1f}–{100 * hi:.1f}) | "
                     f"{s['mean_actions']:.1f} | {compute} | {s['wall_seconds_per_episode']:.1f} |")
     for q in summary["quoted"]:
-        rows.append(f"| {q.get('name')} (quoted, not rerun) | {q.get('source', '')} | — | "
-                    f"{100 * float(q.get('success_rate', 0)):.1f} | — | — | — | — | — |")
+        rate = q.get("success_rate")
+        shown_rate = f"{100 * float(rate):.1f}" if rate is not None else f"— ({q.get('note', 'no number quoted')})"
+        rows.append(f"| {q.get('name')} (quoted, not rerun) | {q.get('source', '')} | {q.get('episodes', '—')} | "
+                    f"{shown_rate} | — | — | — | — | — |")
     types = [t for t in TASK_TYPES if any(t in s["per_type"] for s in summary["arms"].values())]
     per_type = ["| arm | " + " | ".join(types) + " |", "|---|" + "---|" * len(types)]
     for name, s in summary["arms"].items():

@@ -194,8 +194,9 @@ class HFEngine(TokenizerMixin):
         ids, mask, c_ids, c_mask, attn, off = self._packed(prompts, cands, self.lm.dtype)
         P, C, dev = c_ids.shape[0], c_ids.shape[1], self.device
         with torch.inference_mode():
+            # logits of the prompt's last position only: [P, L, V] over a 49k vocabulary is most of the work
             out = self.lm(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                          use_cache=True)
+                          use_cache=True, logits_to_keep=1)
             first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [P, V]
             c_out = self.lm(input_ids=c_ids, attention_mask=attn, position_ids=mask.sum(-1, keepdim=True) + off,
                             past_key_values=out.past_key_values, use_cache=True)

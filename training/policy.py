@@ -87,7 +87,7 @@ def _sft(steps: list[tuple[State, str]], out: Path, config: TrainConfig, header:
     model, tok = load_model(config.base, "causal", config)
     make = _prompt_fn(tok, config)
     examples = [make(s, a) for s, a in train]
-    echo(f"policy ({header['method']}): {len(train)} training steps from {len({s.task_id for s, _ in train})} games, "
+    echo(f"policy ({header['method']}): {len(train)} (state, action) training examples from {len({s.task_id for s, _ in train})} games, "
          f"{len(val)} held out")
     return train_and_save(
         model, tok, out, "policy", config, header, len(examples),
