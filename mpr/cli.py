@@ -143,6 +143,36 @@ def _model_configs(model: str, policy_mode: str, backend: str, dtype: str, threa
             PolicyConfig(mode=policy_mode))
 
 
+def executor_options(fn: Any) -> Any:
+    """Where episodes run: the local process pool, or Ray actors (docs/scale-out.md)."""
+    options = [
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: this machine's env process pool; ray: episodes on Ray actors (pip install 'mpr[ray]')."),
+        click.option("--ray-address", default=None,
+                     help="A running Ray cluster (auto, HOST:PORT or ray://HOST:10001); default: start one here."),
+        click.option("--ray-actors", type=int, default=2, show_default=True,
+                     help="Ray actors; each loads the models once and plays --ray-slots games at a time."),
+        click.option("--ray-slots", type=int, default=1, show_default=True,
+                     help="Games per Ray actor (its planner calls batch them)."),
+        click.option("--ray-cpus", type=int, default=None, help="CPUs of a Ray instance started here [all]."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _executor_config(executor: str, ray_address: str | None, ray_actors: int, ray_slots: int,
+                     ray_cpus: int | None) -> Any:
+    from mpr.executor import ExecutorConfig
+
+    return ExecutorConfig(kind=executor, address=ray_address, actors=ray_actors, slots=ray_slots, cpus=ray_cpus)
+
+
+def _pop_executor(flags: dict[str, Any]) -> Any:
+    return _executor_config(**{k: flags.pop(k) for k in ("executor", "ray_address", "ray_actors", "ray_slots",
+                                                          "ray_cpus")})
+
+
 @main.command("eval")
 @click.option("--agent", default=None, help=_AGENT_HELP)
 @click.option("--split", default="valid_unseen", show_default=True)
@@ -156,6 +186,7 @@ def _model_configs(model: str, policy_mode: str, backend: str, dtype: str, threa
 @click.option("--data-dir", type=click.Path(), default=None)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @model_options
+@executor_options
 def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, out: str | None,
              workers: int, seed: int, max_actions: int, data_dir: str | None, no_progress: bool,
              **model_flags: Any) -> None:
@@ -163,11 +194,13 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
     from mpr.env import EnvConfig
     from mpr.evaluation import EvalConfig, evaluate
 
+    executor = _pop_executor(model_flags)
     engine, policy = _model_configs(**model_flags)
     config = EvalConfig(agent=agent, split=split, limit=limit, task_type=task_type, seed=seed, workers=workers,
                         env=EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=_uses_expert(agent, model_flags)),
                         model=engine, policy=policy, policy_ckpt=model_flags["policy_ckpt"], prm=model_flags["prm"],
-                        world=model_flags["world"], planner=_planner_config(**_pick(model_flags)))
+                        world=model_flags["world"], planner=_planner_config(**_pick(model_flags)),
+                        executor=executor)
     evaluate(config, out, progress=not no_progress, echo=click.echo)
 
 
@@ -209,13 +242,15 @@ def _pick(flags: dict[str, Any]) -> dict[str, Any]:
 @click.argument("recipe", type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="Results dir [bench/results/<recipe name>].")
 @click.option("--no-progress", is_flag=True)
-def bench_cmd(recipe: str, out: str | None, no_progress: bool) -> None:
+@executor_options
+def bench_cmd(recipe: str, out: str | None, no_progress: bool, **executor_flags: Any) -> None:
     """Run a benchmark recipe (bench/configs/*.yaml): every arm on the same games, resumable;
     writes summary.json, report.md, episodes.jsonl and plots."""
     from mpr.benchmark import load_recipe, run_bench
 
     config = load_recipe(recipe)
-    run_bench(config, out or f"bench/results/{config.name}", progress=not no_progress, echo=click.echo)
+    run_bench(config, out or f"bench/results/{config.name}", progress=not no_progress, echo=click.echo,
+              executor=_executor_config(**executor_flags))
 
 
 # -- training ---------------------------------------------------------------------------
@@ -256,10 +291,11 @@ def engine_options(fn: Any) -> Any:
 @click.option("--out", required=True, type=click.Path(), help="Rollouts dir; rerunning with it resumes.")
 @click.option("--no-progress", is_flag=True)
 @engine_options
+@executor_options
 def rollout_cmd(policy: str, split: str, limit: int | None, task_type: str | None, repeats: int,
                 temperature: float, epsilon: float, reset_half: float, steer_prob: float, seed: int, workers: int,
                 max_actions: int, data_dir: str | None, out: str, no_progress: bool, backend: str, dtype: str,
-                threads: int, batch_size: int) -> None:
+                threads: int, batch_size: int, **executor_flags: Any) -> None:
     """Roll out a policy K times per game and record every transition (append-only, resumable)."""
     from mpr.engine import EngineConfig
     from mpr.env import EnvConfig
@@ -268,7 +304,8 @@ def rollout_cmd(policy: str, split: str, limit: int | None, task_type: str | Non
     config = RolloutConfig(policy=policy, split=split, limit=limit, task_type=task_type, repeats=repeats,
                            temperature=temperature, epsilon=epsilon, reset_half=reset_half, steer_prob=steer_prob,
                            seed=seed, workers=workers, env=EnvConfig(data_dir=data_dir, max_actions=max_actions),
-                           model=EngineConfig(backend=backend, dtype=dtype, threads=threads, batch_size=batch_size))
+                           model=EngineConfig(backend=backend, dtype=dtype, threads=threads, batch_size=batch_size),
+                           executor=_executor_config(**executor_flags))
     rollout(config, out, progress=not no_progress, echo=click.echo)
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -175,7 +175,24 @@ def run_episodes(
     on_step: Callable[[str, State, str, TimeStep], None] | None = None,
     record_admissible: bool = False,
 ) -> list[EpisodeResult]:
-    """Play every task to the end on ``env``'s slots; results in the order episodes finish.
+    """``iter_episodes`` to the end; ``on_result`` sees each result as it finishes."""
+    results = []
+    for result in iter_episodes(env, planner, tasks, seed=seed, on_step=on_step, record_admissible=record_admissible):
+        results.append(result)
+        on_result(result)
+    return results
+
+
+def iter_episodes(
+    env: Env,
+    planner: Planner,
+    tasks: Sequence[Task],
+    *,
+    seed: int = 0,
+    on_step: Callable[[str, State, str, TimeStep], None] | None = None,
+    record_admissible: bool = False,
+) -> Iterator[EpisodeResult]:
+    """Play every task to the end on ``env``'s slots; yields results in the order episodes finish.
 
     Event loop: submit resets for free slots, take whatever answers are in, then make
     one planner call for every episode that is waiting for a decision and submit those
@@ -185,7 +202,6 @@ def run_episodes(
     """
     queue = list(tasks)[::-1]
     running: dict[int, _Running] = {}
-    results: list[EpisodeResult] = []
     while queue or running:
         starts = [s for s in range(env.num_slots) if s not in running and queue]
         for slot in starts:
@@ -208,8 +224,7 @@ def run_episodes(
                 if record_admissible and finished.error is None:
                     finished = replace(finished, admissible=tuple(run.admissible) + (ts.admissible,))
                 del running[slot]
-                results.append(finished)
-                on_result(finished)
+                yield finished
         ready = [s for s, r in running.items() if r.state is not None and r.request is None]
         if not ready:
             continue
@@ -223,7 +238,6 @@ def run_episodes(
             running[s].values.append(float(d.value))
             add_compute(running[s].compute, d.stats)
         _submit(env, running, ready, [d.action for d in decisions])
-    return results
 
 
 COMPUTE_FIELDS = ("model_calls", "requests", "prompt_tokens", "generated_tokens", "nodes", "cache_hits", "model_seconds")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,12 @@ from mpr.episodes import (
     EpisodeStore,
     compute_totals,
     format_table,
+    iter_episodes,
     run_episodes,
     summarize,
     summary_json,
 )
+from mpr.executor import ExecutorConfig, WorkItem, run_job
 from mpr.policy import PolicyConfig
 from planners.build import NEEDS_WORLD, PLANNERS, PlannerConfig
 
@@ -72,6 +74,7 @@ class EvalConfig:
     prm: str | None = None
     world: str | None = None  # world-model checkpoint for planners that simulate
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where episodes run (not in the records)
 
     def __post_init__(self) -> None:
         agent, planner = split_agent(self.agent, self.policy_ckpt, self.planner)
@@ -156,6 +159,30 @@ def counters(parts: dict[str, Any]) -> dict[str, int]:
     return out
 
 
+@dataclass(frozen=True)
+class EvalJob:
+    """An evaluation's episodes for ``mpr.executor.run_job``: the planner is built once per worker."""
+
+    config: EvalConfig
+
+    @property
+    def env_config(self) -> EnvConfig:
+        return self.config.env
+
+    def build(self) -> tuple[Any, dict[str, Any]]:
+        c = self.config
+        return build_planner(c.agent, c.seed, c.env, c.model, c.policy, c.policy_ckpt, c.prm, c.world, c.planner)
+
+    def play(self, built: tuple[Any, dict[str, Any]], env: Env, items: Sequence[WorkItem]) -> Iterator[EpisodeResult]:
+        yield from iter_episodes(env, built[0], [it.task for it in items], seed=self.config.seed)
+
+    def counters(self, built: tuple[Any, dict[str, Any]]) -> dict[str, int]:
+        return counters(built[1])
+
+    def close(self, built: tuple[Any, dict[str, Any]]) -> None:
+        close_parts(built[1])
+
+
 def make_env(workers: int, env_config: EnvConfig, num_tasks: int) -> Env:
     """A process pool with ``workers`` slots, or one in-process slot for ``workers=0``."""
     if workers == 0:
@@ -177,11 +204,9 @@ def evaluate(
     todo = [t for t in tasks if not (store and store.is_finished(t.id))]
     if store and len(todo) < len(tasks):
         echo(f"resuming {out}: {len(tasks) - len(todo)} of {len(tasks)} episodes already recorded")
-    planner, parts = build_planner(config.agent, config.seed, config.env, config.model, config.policy,
-                                   config.policy_ckpt, config.prm, config.world, config.planner)
-    policy = parts["policy"]
     started = time.perf_counter()
     new_results: list[EpisodeResult] = []
+    totals: dict[str, int] = {}
     if todo:
         name = config.agent if config.planner.name == "greedy" else f"{config.planner.name}({config.agent})"
         bar = _progress_bar(len(todo), f"{name} on {config.split}", progress)
@@ -193,13 +218,11 @@ def evaluate(
             bar.update(1)
             bar.set_postfix(won=sum(r.won for r in new_results), errors=sum(r.error is not None for r in new_results))
 
-        env = make_env(config.workers, config.env, len(todo))
         try:
-            run_episodes(env, planner, todo, seed=config.seed, on_result=on_result)
+            totals = run_job(EvalJob(config), [WorkItem(t) for t in todo], config.executor,
+                             lambda n: make_env(config.workers, config.env, n), on_result, echo)
         finally:
-            env.close()
             bar.close()
-            close_parts(parts)
     wall = time.perf_counter() - started
     selected = {t.id for t in tasks}
     recorded = list(store.results.values()) if store else new_results
@@ -211,12 +234,12 @@ def evaluate(
     if new_results:
         echo(f"ran {len(new_results)} episodes in {wall:.1f}s: {60 * len(new_results) / wall:.1f} episodes/min, "
              f"{steps_per_s:.1f} actions/s (wall clock, resets and worker start-up included)")
-    fallbacks = getattr(policy, "fallbacks", 0)
+    fallbacks = totals.get("policy_fallbacks", 0)
     if fallbacks:
         echo(f"policy fallbacks to 'look': {fallbacks}")
-    misses = getattr(policy, "parse_misses", None)
+    misses = totals.get("policy_parse_misses")
     if misses is not None and config.policy.mode == "sample":
-        echo(f"policy outputs not matching an admissible action: {misses} of {policy.parsed}")
+        echo(f"policy outputs not matching an admissible action: {misses} of {totals.get('policy_parsed')}")
     summary = {
         "config": to_dict(config),
         "episodes_in_summary": len(results),
@@ -225,8 +248,8 @@ def evaluate(
         "actions_per_second_now": steps_per_s,
         "policy_fallbacks_now": fallbacks,
         "parse_misses_now": misses,
-        "parsed_now": getattr(policy, "parsed", None),
-        "counters_now": counters(parts),
+        "parsed_now": totals.get("policy_parsed"),
+        "counters_now": totals,
         "compute_now": compute_totals(new_results),
         "summary": summary_json(rows),
     }

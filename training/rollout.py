@@ -38,7 +38,7 @@ from typing import Any
 
 from mpr.agents import BUILTIN_AGENTS, make_policy
 from mpr.config import require, to_dict
-from mpr.core import PlanResult, Policy, State
+from mpr.core import Env, PlanResult, Policy, State
 from mpr.data import (
     SPLITS,
     TASK_TYPES,
@@ -48,8 +48,9 @@ from mpr.data import (
 )
 from mpr.engine import EngineConfig
 from mpr.env import EnvConfig
-from mpr.episodes import EpisodeResult, EpisodeStore, read_episodes, run_episodes
+from mpr.episodes import EpisodeResult, EpisodeStore, iter_episodes, read_episodes
 from mpr.errors import MprError
+from mpr.executor import ExecutorConfig, WorkItem, run_job
 
 RECORDS = "rollouts.jsonl"
 
@@ -72,6 +73,7 @@ class RolloutConfig:
     workers: int = 2
     env: EnvConfig = field(default_factory=EnvConfig)
     model: EngineConfig = field(default_factory=EngineConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where episodes run (not in the records)
 
     def __post_init__(self) -> None:
         require(self.split in SPLITS, f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
@@ -91,7 +93,7 @@ class RolloutConfig:
 
     def record_header(self) -> dict[str, Any]:
         """Everything that determines the records; a resumed directory must match it."""
-        header = {k: v for k, v in to_dict(self).items() if k not in ("workers", "env", "model")}
+        header = {k: v for k, v in to_dict(self).items() if k not in ("workers", "env", "model", "executor")}
         header["max_actions"] = self.env.max_actions
         if self.is_llm:
             header["model"] = self.model.model
@@ -185,33 +187,22 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
     total = config.repeats * len(tasks)
     if len(todo) < total:
         echo(f"resuming {out}: {total - len(todo)} of {total} rollouts already recorded")
-    walkthroughs = {t.id: load_walkthrough(t) for t in tasks} if config.reset_half > 0 else {}
     started, new, won = time.perf_counter(), 0, 0
     if todo:
-        engine = _engine(config) if config.is_llm else None
-        env_config = dataclasses.replace(config.env, expert=config.env.expert or config.policy == "expert")
-        env = make_env(config.workers, env_config, len(todo))
+        job = RolloutJob(config)
         bar = _progress_bar(len(todo), f"rollouts ({config.policy}) on {config.split}", progress)
+
+        def on_result(result: EpisodeResult) -> None:
+            nonlocal new, won
+            store.add(result)
+            new, won = new + 1, won + result.won
+            bar.update(1)
+            bar.set_postfix(won=won, errors=sum(r.error is not None for r in store.results.values()))
+
         try:
-            for k in range(config.repeats):
-                batch = [t for kk, t in todo if kk == k]
-                if not batch:
-                    continue
-                prefixes = {t.id: reset_prefix(config, t.id, k, len(walkthroughs.get(t.id, ()))) for t in batch}
-                planner = RolloutPlanner(build_rollout_policy(config, k, engine), prefixes, walkthroughs,
-                                         config.epsilon, config.seed + k)
-
-                def on_result(result: EpisodeResult, k: int = k, prefixes: dict[str, int] = prefixes) -> None:
-                    nonlocal new, won
-                    prefix = min(prefixes.get(result.task_id, 0), result.num_actions)
-                    store.add(dataclasses.replace(result, repeat=k, prefix=prefix))
-                    new, won = new + 1, won + result.won
-                    bar.update(1)
-                    bar.set_postfix(won=won, errors=sum(r.error is not None for r in store.results.values()))
-
-                run_episodes(env, planner, batch, seed=config.seed + k, on_result=on_result, record_admissible=True)
+            run_job(job, [WorkItem(t, k) for k, t in todo], config.executor,
+                    lambda n: make_env(config.workers, job.env_config, n), on_result, echo)
         finally:
-            env.close()
             bar.close()
     wall = time.perf_counter() - started
     summary = summarize_rollouts(list(store.results.values()))
@@ -224,10 +215,41 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
     return summary
 
 
-def _engine(config: RolloutConfig) -> Any:
-    from mpr.engine import make_engine
+@dataclass(frozen=True)
+class RolloutJob:
+    """Rollouts for ``mpr.executor.run_job``: the policy's model loads once per worker; each repeat
+    ``k`` plays with its own seed (``seed + k``), walkthrough prefixes and exploration."""
 
-    return make_engine(config.model)
+    config: RolloutConfig
+
+    @property
+    def env_config(self) -> EnvConfig:
+        c = self.config
+        return dataclasses.replace(c.env, expert=c.env.expert or c.policy == "expert")
+
+    def build(self) -> Any:
+        from mpr.engine import make_engine
+
+        return make_engine(self.config.model) if self.config.is_llm else None
+
+    def play(self, engine: Any, env: Env, items: Sequence[WorkItem]) -> Iterator[EpisodeResult]:
+        config = self.config
+        for k in sorted({it.repeat for it in items}):
+            batch = [it.task for it in items if it.repeat == k]
+            walkthroughs = {t.id: load_walkthrough(t) for t in batch} if config.reset_half > 0 else {}
+            prefixes = {t.id: reset_prefix(config, t.id, k, len(walkthroughs.get(t.id, ()))) for t in batch}
+            planner = RolloutPlanner(build_rollout_policy(config, k, engine), prefixes, walkthroughs,
+                                     config.epsilon, config.seed + k)
+            for result in iter_episodes(env, planner, batch, seed=config.seed + k, record_admissible=True):
+                prefix = min(prefixes.get(result.task_id, 0), result.num_actions)
+                yield dataclasses.replace(result, repeat=k, prefix=prefix)
+
+    def counters(self, engine: Any) -> dict[str, int]:
+        return {}
+
+    def close(self, engine: Any) -> None:
+        if engine is not None and hasattr(engine, "close"):
+            engine.close()
 
 
 def summarize_rollouts(episodes: Sequence[EpisodeResult]) -> dict[str, Any]:
