@@ -155,6 +155,8 @@ def executor_options(fn: Any) -> Any:
         click.option("--ray-slots", type=int, default=1, show_default=True,
                      help="Games per Ray actor (its planner calls batch them)."),
         click.option("--ray-cpus", type=int, default=None, help="CPUs of a Ray instance started here [all]."),
+        click.option("--ray-gpus-per-actor", type=float, default=0.0, show_default=True,
+                     help="GPUs reserved per Ray actor (its models run there)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -162,15 +164,16 @@ def executor_options(fn: Any) -> Any:
 
 
 def _executor_config(executor: str, ray_address: str | None, ray_actors: int, ray_slots: int,
-                     ray_cpus: int | None) -> Any:
+                     ray_cpus: int | None, ray_gpus_per_actor: float) -> Any:
     from mpr.executor import ExecutorConfig
 
-    return ExecutorConfig(kind=executor, address=ray_address, actors=ray_actors, slots=ray_slots, cpus=ray_cpus)
+    return ExecutorConfig(kind=executor, address=ray_address, actors=ray_actors, slots=ray_slots, cpus=ray_cpus,
+                          gpus_per_actor=ray_gpus_per_actor)
 
 
 def _pop_executor(flags: dict[str, Any]) -> Any:
     return _executor_config(**{k: flags.pop(k) for k in ("executor", "ray_address", "ray_actors", "ray_slots",
-                                                          "ray_cpus")})
+                                                          "ray_cpus", "ray_gpus_per_actor")})
 
 
 @main.command("eval")

@@ -85,6 +85,18 @@ def episode_key(task_id: str, repeat: int = 0) -> str:
     return task_id if repeat == 0 else f"{task_id}#{repeat}"
 
 
+def record_content(record: dict[str, Any], places: int = 5) -> dict[str, Any]:
+    """An episode record without what depends on the wall clock or on which episodes shared a
+    batched model call: timings, token counts (a batched call's tokens are split over its episodes
+    by requests) and value digits past ``places`` (padding in a batch moves float sums by ~1e-6).
+    Two runs of the same settings agree on this whichever executor or worker count played them."""
+    d = {k: v for k, v in record.items() if k not in ("seconds", "env_seconds", "plan_seconds")}
+    d["values"] = [round(v, places) for v in d.get("values", [])]
+    d["compute"] = {k: v for k, v in d.get("compute", {}).items()
+                    if k not in ("model_seconds", "prompt_tokens", "generated_tokens")}
+    return d
+
+
 def read_episodes(path: Path) -> tuple[dict[str, Any], dict[str, EpisodeResult]]:
     """(header, episodes by key) of an episode file, without changing it. A partial last line (a kill
     mid-write) is ignored; when an episode was recorded twice (a retried error), the later line wins."""
@@ -203,7 +215,7 @@ def iter_episodes(
     queue = list(tasks)[::-1]
     running: dict[int, _Running] = {}
     while queue or running:
-        starts = [s for s in range(env.num_slots) if s not in running and queue]
+        starts = [s for s in range(env.num_slots) if s not in running][: len(queue)]
         for slot in starts:
             running[slot] = _Running(queue.pop())
         if starts:

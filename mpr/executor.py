@@ -46,7 +46,8 @@ EXECUTORS = ("local", "ray")
 class ExecutorConfig:
     """kind: local | ray. ray only: ``address`` of a running cluster (``auto``, ``HOST:PORT`` or
     ``ray://HOST:10001``; none: start a local Ray instance with ``cpus`` CPUs, default all);
-    ``actors`` episode actors of ``slots`` games each; ``cpus_per_actor`` reserved per actor;
+    ``actors`` episode actors of ``slots`` games each; ``cpus_per_actor`` / ``gpus_per_actor``
+    reserved per actor (a GPU actor serves its slots' model calls in batches: give it many slots);
     ``max_attempts`` tries per episode when actors die."""
 
     kind: str = "local"
@@ -55,6 +56,7 @@ class ExecutorConfig:
     slots: int = 1
     cpus: int | None = None
     cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
     max_attempts: int = 3
 
     def __post_init__(self) -> None:
@@ -63,6 +65,7 @@ class ExecutorConfig:
         require(self.slots >= 1, f"ray slots must be >= 1, got {self.slots}")
         require(self.cpus is None or self.cpus >= 1, f"ray cpus must be >= 1, got {self.cpus}")
         require(self.cpus_per_actor > 0, f"ray cpus_per_actor must be > 0, got {self.cpus_per_actor}")
+        require(self.gpus_per_actor >= 0, f"ray gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
         require(self.max_attempts >= 1, f"max_attempts must be >= 1, got {self.max_attempts}")
         require(self.kind == "ray" or self.address is None, "--ray-address needs --executor ray")
 
@@ -127,9 +130,14 @@ def run_job(
 class EpisodeActor:
     """A Ray actor: the job's models, loaded once, and one Env of ``slots`` games reused across games."""
 
-    def __init__(self, job: EpisodeJob, slots: int, env_config: Any):
+    def __init__(self, job: EpisodeJob, slots: int, env_config: Any, threads: int):
+        import os
+
         from mpr.env import SerialEnv
 
+        # models with --threads 0 use $MPR_THREADS: default it to the CPUs this actor reserved,
+        # not every core of the node (which its neighbours share)
+        os.environ.setdefault("MPR_THREADS", str(threads))
         self.job, self.parts = job, job.build()
         self.env = SerialEnv(slots, env_config)
 
@@ -194,13 +202,15 @@ def _run_on_ray(job: EpisodeJob, items: list[WorkItem], executor: ExecutorConfig
                 on_result: Callable[[EpisodeResult], None], echo: Callable[[str], None]) -> dict[str, int]:
     ray = import_ray()
     started_here = connect(executor)
-    remote_actor = ray.remote(num_cpus=executor.cpus_per_actor, max_restarts=0)(EpisodeActor)
+    remote_actor = ray.remote(num_cpus=executor.cpus_per_actor, num_gpus=executor.gpus_per_actor,
+                              max_restarts=0)(EpisodeActor)
     env_config = getattr(job, "env_config")
     made = 0
 
     def new_actor() -> Any:
         nonlocal made
-        handle = remote_actor.options(name=actor_name(made)).remote(job, executor.slots, env_config)
+        handle = remote_actor.options(name=actor_name(made)).remote(job, executor.slots, env_config,
+                                                                     max(1, int(executor.cpus_per_actor)))
         made += 1
         return handle
 
@@ -214,7 +224,7 @@ def _run_on_ray(job: EpisodeJob, items: list[WorkItem], executor: ExecutorConfig
         while pending or flights:
             while idle and pending:
                 actor = idle.pop()
-                chunk = [pending.popleft() for _ in range(_chunk_size(executor, len(pending), len(idle) + 1))]
+                chunk = [pending.popleft() for _ in range(_chunk_size(executor, len(pending), len(live)))]
                 stream = actor.run.options(num_returns="streaming").remote(chunk)
                 flights[stream] = (actor, chunk, set())
             ready, _ = ray.wait(list(flights), num_returns=1)
@@ -252,11 +262,12 @@ def _run_on_ray(job: EpisodeJob, items: list[WorkItem], executor: ExecutorConfig
             ray.shutdown()
 
 
-def _chunk_size(executor: ExecutorConfig, pending: int, takers: int) -> int:
-    """Items for the next actor call: a few rounds of its slots, at most a fair share of what is
-    pending among the ``takers`` idle actors (so none starves)."""
-    fair = -(-pending // max(1, takers))
-    return max(1, min(4 * executor.slots, fair, pending))
+def _chunk_size(executor: ExecutorConfig, pending: int, actors: int) -> int:
+    """Items for the next actor call: two rounds of its slots (so its slots stay busy within the
+    call), at most an even share of what is pending among all ``actors`` — the tail of a run is
+    spread over every actor instead of landing on the first one to go idle."""
+    share = -(-pending // max(1, actors))
+    return max(1, min(2 * executor.slots, share, pending))
 
 
 def _requeue(lost: list[WorkItem], attempts: Counter[str], max_attempts: int, pending: deque[WorkItem],
@@ -282,9 +293,10 @@ def failed_episode(item: WorkItem, error: str) -> EpisodeResult:
 
 def _one_line(exc: BaseException) -> str:
     """The most telling line of a (possibly remote, multi-line) error message."""
+    import re
+
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if "Error:" in ln or "error:" in ln:
-            return ln
-    return lines[-1] if lines else type(exc).__name__
+    line = next((ln for ln in reversed(lines) if "Error:" in ln or "error:" in ln), lines[-1] if lines else "")
+    # our own errors read as they would locally, without their module path
+    return re.sub(r"^[\w.]*\.(MprError|ConfigError): ", "", line) or type(exc).__name__
 

@@ -66,6 +66,15 @@ def test_one_planner_call_per_round_batches_all_active_episodes():
     assert policy.calls == [3, 3, 3]  # three rounds, each one call over all three episodes
 
 
+def test_more_slots_than_tasks_leaves_the_extra_slots_idle():
+    """An env reused across batches (a Ray actor's) may have more slots than a batch has games."""
+    env = SerialEnv(3, make_game=partial(CorridorGame, 10))
+    for n in (1, 2):  # the same env, reused: one game, then two
+        tasks = [Task(f"corridor/{k + 1}", "toy", "toy", None) for k in range(n)]  # type: ignore[arg-type]
+        results = run_episodes(env, GreedyPlanner(ScriptedPolicy()), tasks)
+        assert sorted(r.task_id for r in results) == [t.id for t in tasks] and all(r.won for r in results)
+
+
 def test_poll_returns_fast_answers_before_a_slow_reset(pool):
     pool.reset(["corridor/5"], slots=[1])
     pool.submit([Reset("corridor/slow"), "forward"], [0, 1])

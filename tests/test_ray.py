@@ -14,20 +14,15 @@ from tests.conftest import mpr
 
 ray = pytest.importorskip("ray", reason="the ray extra is part of mpr[test]")
 
-TIMINGS = ("seconds", "env_seconds", "plan_seconds")
-
-
 def records(path) -> dict:
-    """Episode records by (task, repeat), without wall-clock fields (the only ones that may differ)."""
+    """Episode records by (task, repeat), as far as they do not depend on timing or batching."""
+    from mpr.episodes import record_content
+
     out = {}
     for line in open(path):
         d = json.loads(line)
-        if d.get("type") != "episode":
-            continue
-        for k in TIMINGS:
-            d.pop(k)
-        d.get("compute", {}).pop("model_seconds", None)
-        out[(d["task_id"], d.get("repeat", 0))] = d
+        if d.get("type") == "episode":
+            out[(d["task_id"], d.get("repeat", 0))] = record_content(d)
     return out
 
 
@@ -97,6 +92,20 @@ def test_tiny_policy_eval_on_ray_survives_a_killed_actor(cluster, tiny_chain, tm
     keys = [d["task_id"] for d in lines if d.get("type") == "episode"]
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 4  # nothing lost, nothing counted twice
     assert records(tmp_path / "ray.jsonl") == records(tmp_path / "local.jsonl")
+
+
+def test_a_worker_that_cannot_load_the_job_stops_the_run_with_one_line(cluster, games_root):
+    from mpr.data import list_tasks
+    from mpr.errors import MprError
+    from mpr.evaluation import EvalConfig, EvalJob
+    from mpr.executor import ExecutorConfig, WorkItem, run_job
+
+    config = EvalConfig(agent="policy", policy_ckpt="/nonexistent/ckpt", split="valid_seen", limit=1)
+    with pytest.raises(MprError) as info:
+        run_job(EvalJob(config), [WorkItem(t) for t in list_tasks("valid_seen", limit=1)],
+                ExecutorConfig(kind="ray", actors=1), lambda n: None, lambda r: None, lambda m: None)
+    assert str(info.value) == ("a Ray worker could not load the job: "
+                               "--policy /nonexistent/ckpt: no such checkpoint directory")
 
 
 def test_executor_flags_bad_input_is_one_line(games_root, tmp_path):
