@@ -59,21 +59,24 @@ def test_expert_rollouts_on_ray_equal_local_and_resume_a_local_run(cluster, game
     assert any(r.get("prefix") for r in local.values())  # reset-50-50 prefixes were replayed on both
 
 
-def test_tiny_policy_eval_on_ray_survives_a_killed_actor(cluster, tiny_chain, tmp_path):
-    """A trained tiny policy plays 4 games on 2 actors; one actor is killed after the first episode
-    comes back. Its unfinished games are replayed on a new actor; the records equal a local run's."""
-    from mpr.data import list_tasks
+def test_tiny_policy_rollouts_on_ray_survive_a_killed_actor(cluster, tiny_chain, tmp_path):
+    """A trained tiny policy (sampling, seeded per state) rolls out 4 games on 2 actors; one actor is
+    killed after the first episode comes back. Its unfinished games are replayed on a new actor;
+    the records equal a local run's."""
     from mpr.engine import EngineConfig
     from mpr.env import EnvConfig
     from mpr.episodes import EpisodeStore
-    from mpr.evaluation import EvalConfig, EvalJob, evaluate, make_env
+    from mpr.evaluation import make_env
     from mpr.executor import ExecutorConfig, WorkItem, actor_name, run_job
+    from training.rollout import RolloutConfig, RolloutJob, rollout
 
-    config = EvalConfig(agent="policy", policy_ckpt=str(tiny_chain / "PI"), split="valid_seen", limit=4, workers=2,
-                        env=EnvConfig(max_actions=4), model=EngineConfig(threads=1))
-    evaluate(config, tmp_path / "local.jsonl", progress=False, echo=lambda _m: None)
+    config = RolloutConfig(policy=str(tiny_chain / "PI"), split="valid_seen", limit=4, temperature=1.0, workers=2,
+                           env=EnvConfig(max_actions=4), model=EngineConfig(threads=1))
+    rollout(config, tmp_path / "local", progress=False, echo=lambda _m: None)
+    resolved = json.loads((tmp_path / "local" / "config.json").read_text())["model"]["model"]  # the policy's model dir
+    job = RolloutJob(dataclasses.replace(config, model=EngineConfig(model=resolved, threads=1)))
 
-    store = EpisodeStore(tmp_path / "ray.jsonl", config.record_header())
+    store = EpisodeStore(tmp_path / "ray.jsonl", job.config.record_header())
     said: list[str] = []
     killed: list[str] = []
 
@@ -83,15 +86,34 @@ def test_tiny_policy_eval_on_ray_survives_a_killed_actor(cluster, tiny_chain, tm
             ray.kill(ray.get_actor(actor_name(0), namespace="mpr"))
             killed.append(actor_name(0))
 
-    executor = ExecutorConfig(kind="ray", actors=2, slots=1)
+    from mpr.data import list_tasks
+
     items = [WorkItem(t) for t in list_tasks("valid_seen", limit=4)]
-    run_job(EvalJob(config), items, executor, lambda n: make_env(2, config.env, n), on_result, said.append)
+    run_job(job, items, ExecutorConfig(kind="ray", actors=2, slots=1), lambda n: make_env(2, job.env_config, n),
+            on_result, said.append)
     died = [m for m in said if "a worker died" in m]
     assert killed and len(died) == 1 and int(re.search(r"(\d+) unfinished", died[0]).group(1)) >= 1
     lines = [json.loads(x) for x in open(tmp_path / "ray.jsonl")]
     keys = [d["task_id"] for d in lines if d.get("type") == "episode"]
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 4  # nothing lost, nothing counted twice
+    assert records(tmp_path / "ray.jsonl") == records(tmp_path / "local" / "rollouts.jsonl")
+
+
+def test_tiny_policy_eval_on_ray_equals_local(cluster, tiny_chain, tmp_path):
+    """mpr eval's path: the same records and counters from 2 actors with 2 slots each as from the pool."""
+    from mpr.engine import EngineConfig
+    from mpr.env import EnvConfig
+    from mpr.evaluation import EvalConfig, evaluate
+    from mpr.executor import ExecutorConfig
+
+    config = EvalConfig(agent="policy", policy_ckpt=str(tiny_chain / "PI"), split="valid_seen", limit=3, workers=2,
+                        env=EnvConfig(max_actions=3), model=EngineConfig(threads=1))
+    local = evaluate(config, tmp_path / "local.jsonl", progress=False, echo=lambda _m: None)
+    on_ray = evaluate(dataclasses.replace(config, executor=ExecutorConfig(kind="ray", actors=2, slots=2)),
+                      tmp_path / "ray.jsonl", progress=False, echo=lambda _m: None)
     assert records(tmp_path / "ray.jsonl") == records(tmp_path / "local.jsonl")
+    assert on_ray["summary"] == local["summary"] and on_ray["episodes_run_now"] == 3
+    assert on_ray["counters_now"] == local["counters_now"]
 
 
 def test_a_worker_that_cannot_load_the_job_stops_the_run_with_one_line(cluster, games_root):
