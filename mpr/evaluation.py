@@ -169,6 +169,15 @@ class EvalJob:
     def env_config(self) -> EnvConfig:
         return self.config.env
 
+    def check(self) -> None:
+        from mpr.checkpoints import SCORER_KINDS, load_checkpoint
+
+        c = self.config
+        for path, kinds, flag in ((c.policy_ckpt, ("policy",), "--policy"), (c.prm, SCORER_KINDS, "--prm"),
+                                  (c.world, ("world",), "--world")):
+            if path is not None:
+                load_checkpoint(path, *kinds, flag=flag)
+
     def build(self) -> tuple[Any, dict[str, Any]]:
         c = self.config
         return build_planner(c.agent, c.seed, c.env, c.model, c.policy, c.policy_ckpt, c.prm, c.world, c.planner)
@@ -209,18 +218,17 @@ def evaluate(
     totals: dict[str, int] = {}
     if todo:
         name = config.agent if config.planner.name == "greedy" else f"{config.planner.name}({config.agent})"
-        bar = _progress_bar(len(todo), f"{name} on {config.split}", progress)
+        bar = LazyBar(len(todo), f"{name} on {config.split}", progress)
 
         def on_result(result: EpisodeResult) -> None:
             new_results.append(result)
             if store:
                 store.add(result)
-            bar.update(1)
-            bar.set_postfix(won=sum(r.won for r in new_results), errors=sum(r.error is not None for r in new_results))
+            bar.update(won=sum(r.won for r in new_results), errors=sum(r.error is not None for r in new_results))
 
         try:
             totals = run_job(EvalJob(config), [WorkItem(t) for t in todo], config.executor,
-                             lambda n: make_env(config.workers, config.env, n), on_result, echo)
+                             lambda n: make_env(config.workers, config.env, n), on_result, echo, bar.open)
         finally:
             bar.close()
     wall = time.perf_counter() - started
@@ -264,6 +272,27 @@ def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="ep", disable=not enabled, dynamic_ncols=True)
+
+
+class LazyBar:
+    """An episode progress bar that appears only when the run has started (``open``), so an input
+    error before that is the only line printed."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.total, self.desc, self.enabled, self.bar = total, desc, enabled, None
+
+    def open(self) -> None:
+        self.bar = _progress_bar(self.total, self.desc, self.enabled)
+
+    def update(self, **postfix: Any) -> None:
+        if self.bar is None:
+            self.open()
+        self.bar.update(1)
+        self.bar.set_postfix(**postfix)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def play(

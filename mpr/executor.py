@@ -91,6 +91,10 @@ class EpisodeJob(Protocol):
     def play(self, parts: Any, env: Env, items: Sequence[WorkItem]) -> Iterator[EpisodeResult]:
         """Play ``items`` on ``env``; yield each finished episode (``repeat`` set) as it finishes."""
 
+    def check(self) -> None:
+        """Cheap validation in the driver (checkpoints exist and are of the right kind), so a bad
+        input is one error line before any worker starts."""
+
     def counters(self, parts: Any) -> dict[str, int]:
         """Fallback / parse counters of ``parts`` so far (summed over workers)."""
 
@@ -104,17 +108,22 @@ def run_job(
     make_local_env: Callable[[int], Env],
     on_result: Callable[[EpisodeResult], None],
     echo: Callable[[str], None] = print,
+    on_ready: Callable[[], None] = lambda: None,
 ) -> dict[str, int]:
     """Play every item; ``on_result`` gets each finished episode (in this process). Returns the
-    summed counters. ``make_local_env(n)``: the local executor's env for ``n`` items."""
+    summed counters. ``make_local_env(n)``: the local executor's env for ``n`` items. ``on_ready``
+    is called once the job is checked and loaded (local) or the cluster joined (ray) — where a
+    caller opens its progress bar, so bad input never prints one."""
     if not items:
         return {}
+    job.check()
     if executor.kind == "ray":
-        return _run_on_ray(job, list(items), executor, on_result, echo)
+        return _run_on_ray(job, list(items), executor, on_result, echo, on_ready)
     parts = job.build()
     env = None
     try:
         env = make_local_env(len(items))
+        on_ready()
         for result in job.play(parts, env, items):
             on_result(result)
         return job.counters(parts)
@@ -199,9 +208,11 @@ def actor_name(index: int) -> str:
 
 
 def _run_on_ray(job: EpisodeJob, items: list[WorkItem], executor: ExecutorConfig,
-                on_result: Callable[[EpisodeResult], None], echo: Callable[[str], None]) -> dict[str, int]:
+                on_result: Callable[[EpisodeResult], None], echo: Callable[[str], None],
+                on_ready: Callable[[], None]) -> dict[str, int]:
     ray = import_ray()
     started_here = connect(executor)
+    on_ready()
     remote_actor = ray.remote(num_cpus=executor.cpus_per_actor, num_gpus=executor.gpus_per_actor,
                               max_restarts=0)(EpisodeActor)
     env_config = getattr(job, "env_config")

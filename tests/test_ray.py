@@ -116,18 +116,25 @@ def test_tiny_policy_eval_on_ray_equals_local(cluster, tiny_chain, tmp_path):
     assert on_ray["counters_now"] == local["counters_now"]
 
 
-def test_a_worker_that_cannot_load_the_job_stops_the_run_with_one_line(cluster, games_root):
+def test_bad_model_inputs_stop_a_ray_run_with_one_line(cluster, games_root):
+    """A wrong checkpoint is caught in the driver before any actor starts; a model the actors cannot
+    load ends the run with the actor's one-line reason."""
     from mpr.data import list_tasks
+    from mpr.engine import EngineConfig
     from mpr.errors import MprError
     from mpr.evaluation import EvalConfig, EvalJob
     from mpr.executor import ExecutorConfig, WorkItem, run_job
 
-    config = EvalConfig(agent="policy", policy_ckpt="/nonexistent/ckpt", split="valid_seen", limit=1)
-    with pytest.raises(MprError) as info:
-        run_job(EvalJob(config), [WorkItem(t) for t in list_tasks("valid_seen", limit=1)],
-                ExecutorConfig(kind="ray", actors=1), lambda n: None, lambda r: None, lambda m: None)
-    assert str(info.value) == ("a Ray worker could not load the job: "
-                               "--policy /nonexistent/ckpt: no such checkpoint directory")
+    items = [WorkItem(t) for t in list_tasks("valid_seen", limit=1)]
+    cases = [(EvalConfig(agent="policy", policy_ckpt="/nonexistent/ckpt", split="valid_seen", limit=1),
+              "--policy /nonexistent/ckpt: no such checkpoint directory"),
+             (EvalConfig(agent="llm", model=EngineConfig(model="/nonexistent/model"), split="valid_seen", limit=1),
+              "a Ray worker could not load the job: --model /nonexistent/model: no such directory")]
+    for config, message in cases:
+        with pytest.raises(MprError) as info:
+            run_job(EvalJob(config), items, ExecutorConfig(kind="ray", actors=1), lambda n: None, lambda r: None,
+                    lambda m: None)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
 def test_executor_flags_bad_input_is_one_line(games_root, tmp_path):

@@ -173,7 +173,7 @@ class RolloutPlanner:
 def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
             echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the rollouts into directory ``out``; returns the summary it saved."""
-    from mpr.evaluation import _progress_bar, make_env
+    from mpr.evaluation import LazyBar, make_env
 
     out = Path(out)
     model_dir = resolve_policy_model(config.policy) if config.is_llm else None
@@ -190,18 +190,17 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
     started, new, won = time.perf_counter(), 0, 0
     if todo:
         job = RolloutJob(config)
-        bar = _progress_bar(len(todo), f"rollouts ({config.policy}) on {config.split}", progress)
+        bar = LazyBar(len(todo), f"rollouts ({config.policy}) on {config.split}", progress)
 
         def on_result(result: EpisodeResult) -> None:
             nonlocal new, won
             store.add(result)
             new, won = new + 1, won + result.won
-            bar.update(1)
-            bar.set_postfix(won=won, errors=sum(r.error is not None for r in store.results.values()))
+            bar.update(won=won, errors=sum(r.error is not None for r in store.results.values()))
 
         try:
             run_job(job, [WorkItem(t, k) for k, t in todo], config.executor,
-                    lambda n: make_env(config.workers, job.env_config, n), on_result, echo)
+                    lambda n: make_env(config.workers, job.env_config, n), on_result, echo, bar.open)
         finally:
             bar.close()
     wall = time.perf_counter() - started
@@ -226,6 +225,9 @@ class RolloutJob:
     def env_config(self) -> EnvConfig:
         c = self.config
         return dataclasses.replace(c.env, expert=c.env.expert or c.policy == "expert")
+
+    def check(self) -> None:
+        """The policy checkpoint was resolved (and checked) by ``rollout`` already."""
 
     def build(self) -> Any:
         from mpr.engine import make_engine
