@@ -25,7 +25,6 @@ recorded only when they come back, so none is lost or counted twice.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,8 +35,6 @@ from mpr.core import Env
 from mpr.data import Task
 from mpr.episodes import EpisodeResult, episode_key
 from mpr.errors import MprError
-
-log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "ray")
 
@@ -156,11 +153,6 @@ class EpisodeActor:
 
     def counters(self) -> dict[str, int]:
         return self.job.counters(self.parts)
-
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
 
 
 def import_ray() -> Any:
