@@ -192,15 +192,6 @@ class EvalJob:
         close_parts(built[1])
 
 
-def make_env(workers: int, env_config: EnvConfig, num_tasks: int) -> Env:
-    """A process pool with ``workers`` slots, or one in-process slot for ``workers=0``."""
-    if workers == 0:
-        return SerialEnv(1, env_config)
-    from mpr.pool import EnvPool, PoolConfig
-
-    return EnvPool(PoolConfig(num_workers=max(1, min(workers, num_tasks))), env_config)
-
-
 def evaluate(
     config: EvalConfig,
     out: str | Path | None = None,
@@ -227,8 +218,8 @@ def evaluate(
             bar.update(won=sum(r.won for r in new_results), errors=sum(r.error is not None for r in new_results))
 
         try:
-            totals = run_job(EvalJob(config), [WorkItem(t) for t in todo], config.executor,
-                             lambda n: make_env(config.workers, config.env, n), on_result, echo, bar.open)
+            totals = run_job(EvalJob(config), [WorkItem(t) for t in todo], config.executor, config.workers,
+                             on_result, echo, bar.open)
         finally:
             bar.close()
     wall = time.perf_counter() - started

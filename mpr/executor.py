@@ -80,7 +80,10 @@ class WorkItem:
 
 
 class EpisodeJob(Protocol):
-    """How to play work items; must pickle (Ray ships it to every actor)."""
+    """How to play work items; must pickle (Ray ships it to every actor). ``env_config``: the
+    games' settings (every worker builds its env from it)."""
+
+    env_config: Any
 
     def build(self) -> Any:
         """Load models and whatever else ``play`` needs; once per worker."""
@@ -102,13 +105,13 @@ def run_job(
     job: EpisodeJob,
     items: Sequence[WorkItem],
     executor: ExecutorConfig,
-    make_local_env: Callable[[int], Env],
+    workers: int,
     on_result: Callable[[EpisodeResult], None],
     echo: Callable[[str], None] = print,
     on_ready: Callable[[], None] = lambda: None,
 ) -> dict[str, int]:
     """Play every item; ``on_result`` gets each finished episode (in this process). Returns the
-    summed counters. ``make_local_env(n)``: the local executor's env for ``n`` items. ``on_ready``
+    summed counters. ``workers``: the local executor's env processes (0: one in-process game). ``on_ready``
     is called once the job is checked and loaded (local) or the cluster joined (ray) — where a
     caller opens its progress bar, so bad input never prints one."""
     if not items:
@@ -119,7 +122,7 @@ def run_job(
     parts = job.build()
     env = None
     try:
-        env = make_local_env(len(items))
+        env = make_env(workers, job.env_config, len(items))
         on_ready()
         for result in job.play(parts, env, items):
             on_result(result)
@@ -128,6 +131,17 @@ def run_job(
         if env is not None:
             env.close()
         job.close(parts)
+
+
+def make_env(workers: int, env_config: Any, num_tasks: int) -> Env:
+    """A process pool with ``workers`` slots, or one in-process slot for ``workers=0``."""
+    from mpr.env import SerialEnv
+
+    if workers == 0:
+        return SerialEnv(1, env_config)
+    from mpr.pool import EnvPool, PoolConfig
+
+    return EnvPool(PoolConfig(num_workers=max(1, min(workers, num_tasks))), env_config)
 
 
 # -- ray --------------------------------------------------------------------------------------------
@@ -207,12 +221,11 @@ def _run_on_ray(job: EpisodeJob, items: list[WorkItem], executor: ExecutorConfig
     on_ready()
     remote_actor = ray.remote(num_cpus=executor.cpus_per_actor, num_gpus=executor.gpus_per_actor,
                               max_restarts=0)(EpisodeActor)
-    env_config = getattr(job, "env_config")
     made = 0
 
     def new_actor() -> Any:
         nonlocal made
-        handle = remote_actor.options(name=actor_name(made)).remote(job, executor.slots, env_config,
+        handle = remote_actor.options(name=actor_name(made)).remote(job, executor.slots, job.env_config,
                                                                      max(1, int(executor.cpus_per_actor)))
         made += 1
         return handle

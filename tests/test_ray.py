@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 
 import pytest
 
@@ -60,13 +61,12 @@ def test_expert_rollouts_on_ray_equal_local_and_resume_a_local_run(cluster, game
 
 
 def test_tiny_policy_rollouts_on_ray_survive_a_killed_actor(cluster, tiny_chain, tmp_path):
-    """A trained tiny policy (sampling, seeded per state) rolls out 4 games on 2 actors; one actor is
-    killed after the first episode comes back. Its unfinished games are replayed on a new actor;
-    the records equal a local run's."""
+    """A trained tiny policy (sampling, seeded per state) rolls out 4 games on 2 actors; the first
+    actor is killed when the first episode comes back. Its unfinished games are replayed on a new
+    actor; the records equal a local run's."""
     from mpr.engine import EngineConfig
     from mpr.env import EnvConfig
     from mpr.episodes import EpisodeStore
-    from mpr.evaluation import make_env
     from mpr.executor import ExecutorConfig, WorkItem, actor_name, run_job
     from training.rollout import RolloutConfig, RolloutJob, rollout
 
@@ -74,7 +74,19 @@ def test_tiny_policy_rollouts_on_ray_survive_a_killed_actor(cluster, tiny_chain,
                            env=EnvConfig(max_actions=4), model=EngineConfig(threads=1))
     rollout(config, tmp_path / "local", progress=False, echo=lambda _m: None)
     resolved = json.loads((tmp_path / "local" / "config.json").read_text())["model"]["model"]  # the policy's model dir
-    job = RolloutJob(dataclasses.replace(config, model=EngineConfig(model=resolved, threads=1)))
+
+    @dataclasses.dataclass(frozen=True)
+    class StallsOnFirstActor(RolloutJob):
+        """The rollout job, except that the first actor stalls after its first finished episode: it
+        surely holds an unfinished game when it is killed, however fast the games run."""
+
+        def play(self, parts, env, items):
+            for result in super().play(parts, env, items):
+                yield result
+                if ray.get_runtime_context().get_actor_name() == actor_name(0):
+                    time.sleep(600)
+
+    job = StallsOnFirstActor(dataclasses.replace(config, model=EngineConfig(model=resolved, threads=1)))
 
     store = EpisodeStore(tmp_path / "ray.jsonl", job.config.record_header())
     said: list[str] = []
@@ -82,15 +94,14 @@ def test_tiny_policy_rollouts_on_ray_survive_a_killed_actor(cluster, tiny_chain,
 
     def on_result(result):
         store.add(result)
-        if not killed:  # both actors still hold unfinished games of their 2-game chunks
+        if not killed:  # the first actor holds 2 games and never finishes its second
             ray.kill(ray.get_actor(actor_name(0), namespace="mpr"))
             killed.append(actor_name(0))
 
     from mpr.data import list_tasks
 
     items = [WorkItem(t) for t in list_tasks("valid_seen", limit=4)]
-    run_job(job, items, ExecutorConfig(kind="ray", actors=2, slots=1), lambda n: make_env(2, job.env_config, n),
-            on_result, said.append)
+    run_job(job, items, ExecutorConfig(kind="ray", actors=2, slots=1), 2, on_result, said.append)
     died = [m for m in said if "a worker died" in m]
     assert killed and len(died) == 1 and int(re.search(r"(\d+) unfinished", died[0]).group(1)) >= 1
     lines = [json.loads(x) for x in open(tmp_path / "ray.jsonl")]
@@ -132,7 +143,7 @@ def test_bad_model_inputs_stop_a_ray_run_with_one_line(cluster, games_root):
               "a Ray worker could not load the job: --model /nonexistent/model: no such directory")]
     for config, message in cases:
         with pytest.raises(MprError) as info:
-            run_job(EvalJob(config), items, ExecutorConfig(kind="ray", actors=1), lambda n: None, lambda r: None,
+            run_job(EvalJob(config), items, ExecutorConfig(kind="ray", actors=1), 0, lambda r: None,
                     lambda m: None)
         assert str(info.value).startswith(message) and "\n" not in str(info.value)
 

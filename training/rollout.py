@@ -173,7 +173,7 @@ class RolloutPlanner:
 def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
             echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the rollouts into directory ``out``; returns the summary it saved."""
-    from mpr.evaluation import LazyBar, make_env
+    from mpr.evaluation import LazyBar
 
     out = Path(out)
     model_dir = resolve_policy_model(config.policy) if config.is_llm else None
@@ -199,8 +199,8 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
             bar.update(won=won, errors=sum(r.error is not None for r in store.results.values()))
 
         try:
-            run_job(job, [WorkItem(t, k) for k, t in todo], config.executor,
-                    lambda n: make_env(config.workers, job.env_config, n), on_result, echo, bar.open)
+            run_job(job, [WorkItem(t, k) for k, t in todo], config.executor, config.workers, on_result, echo,
+                    bar.open)
         finally:
             bar.close()
     wall = time.perf_counter() - started
