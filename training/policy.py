@@ -92,7 +92,7 @@ def _sft(steps: list[tuple[State, str]], out: Path, config: TrainConfig, header:
     return train_and_save(
         model, tok, out, "policy", config, header, len(examples),
         lambda idx: sft_loss(model, [examples[i] for i in idx], tok.pad_token_id),
-        lambda _saved: ranking_accuracy(str(out), spread(val, config.val_examples), config), {"train_steps": len(train)},
+        lambda _saved: ranking_accuracy(str(out), spread(val, config.val_examples), config), {"train_examples": len(train)},
         progress, desc, stop_after, method=header["method"])
 
 
