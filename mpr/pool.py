@@ -58,14 +58,19 @@ def _worker_main(conn: Any, make_game: Callable[[], Any]) -> None:
         conn.send(("error", f"worker start failed: {exc.__class__.__name__}: {exc}"))
         return
     conn.send(("ready", None))
+    # OSError on the pipe: the parent is gone (killed mid-run); there is no one left to answer
     while True:
         try:
             kind, request = conn.recv()
-        except (EOFError, KeyboardInterrupt):
+        except (EOFError, OSError, KeyboardInterrupt):
             return
         if kind == "close":
             return
-        conn.send(("ok", play_request(game, request)))
+        answer = play_request(game, request)
+        try:
+            conn.send(("ok", answer))
+        except OSError:
+            return
 
 
 class _Worker:

@@ -90,3 +90,32 @@ def test_poll_returns_fast_answers_before_a_slow_reset(pool):
 def test_pool_config_is_validated():
     with pytest.raises(ConfigError):
         PoolConfig(num_workers=0)
+
+
+KILLED_PARENT = """
+import os, signal, sys
+from functools import partial
+sys.path.insert(0, {tests!r})
+from toygames import CorridorGame
+from mpr.env import Reset
+from mpr.pool import EnvPool, PoolConfig
+
+if __name__ == "__main__":
+    pool = EnvPool(PoolConfig(num_workers=1, start_timeout=60.0), make_game=partial(CorridorGame, 10))
+    pool.submit([Reset("corridor/2")], [0])
+    assert pool._workers[0].conn.poll(60)  # the answer sits unread in this end of the pipe
+    os.kill(os.getpid(), signal.SIGKILL)  # dying with unread data resets the worker's end
+"""
+
+
+def test_worker_of_a_killed_parent_exits_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_PARENT.format(tests=str(Path(__file__).parent)))
+    # run() returns once every holder of stderr is gone, the orphaned worker included
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9
+    assert "Traceback" not in done.stderr, done.stderr
