@@ -27,7 +27,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,8 @@ class BenchConfig:
         require(len(names) == len(set(names)), f"arm names must be unique, got {names}")
         require(self.games_per_type is None or self.games_per_type >= 1, "games_per_type must be >= 1")
         require(self.max_length >= 64, f"max_length must be >= 64, got {self.max_length}")
+        require(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        require(self.threads >= 0, f"threads must be >= 0 (0: $MPR_THREADS or the core count), got {self.threads}")
         for q in self.quoted:
             require(isinstance(q, dict) and bool(q.get("name")) and bool(q.get("source")),
                     f"a quoted row needs a name and a source, got {q!r}")
@@ -191,12 +193,30 @@ def arm_eval_config(config: BenchConfig, models: ModelsConfig, arm: ArmConfig | 
                       env=EnvConfig(max_actions=config.max_actions, expert=False), **common)
 
 
+def select_arms(config: BenchConfig, only: Sequence[str] | None) -> list[tuple[str, ArmConfig | str]]:
+    """(name, arm) of the arms to run, in recipe order: all of them, or those named in ``only``."""
+    arms: list[ArmConfig | str] = [*config.baselines, *config.arms]
+    named = [(a if isinstance(a, str) else a.name, a) for a in arms]
+    if only is None:
+        return named
+    unknown = [n for n in only if n not in dict(named)]
+    if unknown:
+        raise ConfigError(f"unknown arm(s) {', '.join(unknown)}; recipe {config.name!r} has: "
+                          f"{', '.join(n for n, _ in named)}")
+    return [(n, a) for n, a in named if n in only]
+
+
 def run_bench(config: BenchConfig, out: str | Path, progress: bool = True,
-              echo: Callable[[str], None] = print, executor: Any = None) -> dict[str, Any]:
-    """Run (or resume) every arm, then write the derived report files. Returns the summary.
-    ``executor`` (an ``mpr.executor.ExecutorConfig``): where episodes run; local by default."""
+              echo: Callable[[str], None] = print, executor: Any = None,
+              only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) every arm — or only the arms named in ``only`` — then write the derived
+    report files over every arm recorded so far. Returns the summary.
+    ``executor`` (an ``mpr.executor.ExecutorConfig``): where episodes run; local by default.
+    Separate processes may run different arms of one results dir at once (each arm has its own
+    record file; the models are built before, or found already built)."""
     from mpr.evaluation import evaluate
 
+    chosen = select_arms(config, only)
     out = Path(out)
     (out / "arms").mkdir(parents=True, exist_ok=True)
     models = config.models
@@ -206,9 +226,8 @@ def run_bench(config: BenchConfig, out: str | Path, progress: bool = True,
                 "arms": {a.name: a.planner_settings() for a in config.arms}}
     atomic_write_text(out / "config.json", json.dumps(resolved, indent=2))
     names = list(config.baselines) + [a.name for a in config.arms]
-    for i, arm in enumerate(list(config.baselines) + list(config.arms)):
-        name = names[i]
-        echo(f"[{i + 1}/{len(names)}] {name}")
+    for i, (name, arm) in enumerate(chosen):
+        echo(f"[{i + 1}/{len(chosen)}] {name}")
         started = time.perf_counter()
         result = evaluate(arm_eval_config(config, models, arm, executor), out / "arms" / f"{_file(name)}.jsonl",
                           progress=progress, echo=lambda m: None)
@@ -283,7 +302,9 @@ def summarize_episodes_file(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_report(config: BenchConfig, out: Path, names: list[str], echo: Callable[[str], None] = print) -> dict[str, Any]:
-    arms = collect(out, names)
+    """episodes.jsonl, summary.json, report.md and plots from the records of ``names`` (arms with no
+    record yet are left out)."""
+    arms = {name: eps for name, eps in collect(out, names).items() if eps}
     lines = [json.dumps({"arm": name, **e.to_json()}) for name, eps in arms.items() for e in eps]
     atomic_write_text(out / "episodes.jsonl", "\n".join(lines) + ("\n" if lines else ""))
     summary = {

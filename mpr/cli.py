@@ -245,15 +245,26 @@ def _pick(flags: dict[str, Any]) -> dict[str, Any]:
 @click.argument("recipe", type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="Results dir [bench/results/<recipe name>].")
 @click.option("--no-progress", is_flag=True)
+@click.option("--arms", default=None,
+              help="Run only these arms, comma-separated (e.g. 'beam@8,mcts@8'); the report covers every arm "
+                   "recorded so far. Processes running different arms may share one results dir.")
+@click.option("--threads", type=int, default=None,
+              help="torch threads per process, instead of the recipe's (does not change what is recorded).")
 @executor_options
-def bench_cmd(recipe: str, out: str | None, no_progress: bool, **executor_flags: Any) -> None:
+def bench_cmd(recipe: str, out: str | None, no_progress: bool, arms: str | None, threads: int | None,
+              **executor_flags: Any) -> None:
     """Run a benchmark recipe (bench/configs/*.yaml): every arm on the same games, resumable;
     writes summary.json, report.md, episodes.jsonl and plots."""
+    import dataclasses
+
     from mpr.benchmark import load_recipe, run_bench
 
     config = load_recipe(recipe)
+    if threads is not None:
+        config = dataclasses.replace(config, threads=threads)
+    only = [a.strip() for a in arms.split(",") if a.strip()] if arms is not None else None
     run_bench(config, out or f"bench/results/{config.name}", progress=not no_progress, echo=click.echo,
-              executor=_executor_config(**executor_flags))
+              executor=_executor_config(**executor_flags), only=only)
 
 
 # -- training ---------------------------------------------------------------------------

@@ -87,6 +87,21 @@ def test_rerunning_resumes(small_bench):
     assert (out / "episodes.jsonl").read_text() == before
 
 
+def test_only_the_named_arms_run_and_the_report_keeps_every_recorded_arm(small_bench, tmp_path):
+    recipe, out, _ = small_bench
+    again = mpr("bench", recipe, "--out", out, "--no-progress", "--arms", "greedy,walkthrough", "--threads", "1").stdout
+    assert "[1/2] walkthrough" in again and "[2/2] greedy" in again and "mcts@6" not in again.split("# mpr bench")[0]
+    assert again.count("0 episodes run now, 6 already recorded") == 2
+    assert len(json.loads((out / "summary.json").read_text())["arms"]) == 6
+    # a fresh results dir: the report holds only what has been recorded
+    fresh = mpr("bench", recipe, "--out", tmp_path / "fresh", "--no-progress", "--arms", "walkthrough").stdout
+    assert "6 episodes run now, 0 already recorded" in fresh
+    assert list(json.loads((tmp_path / "fresh" / "summary.json").read_text())["arms"]) == ["walkthrough"]
+    proc = mpr("bench", recipe, "--out", out, "--arms", "greedy,astar@3", ok=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "unknown arm(s) astar@3" in lines[0], proc.stderr[-500:]
+
+
 def test_bad_recipes_are_one_clear_line(tmp_path):
     cases = {
         "name: x\nbogus: 1\n": "unknown key(s) 'bogus'",
@@ -94,6 +109,7 @@ def test_bad_recipes_are_one_clear_line(tmp_path):
         "name: x\narms: [{planner: astar}]\n": "arm planner must be one of",
         "name: x\nmodels: {policy: p}\n": "give policy, prm and world checkpoints",
         "name: x\nbaselines: [oracle]\n": "unknown baseline",
+        "name: x\nworkers: 0\n": "workers must be >= 1",
     }
     for i, (text, message) in enumerate(cases.items()):
         path = tmp_path / f"r{i}.yaml"
