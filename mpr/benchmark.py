@@ -396,7 +396,7 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(first, dpi=110)
     plt.close(fig)
     types = [t for t in TASK_TYPES if any(t in s["per_type"] for s in arms.values())]
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(types) * max(1, len(arms)) / 3), 4.2))
+    fig, ax = plt.subplots(figsize=(min(11.0, max(6.5, 1.2 * len(types) * max(1, len(arms)) / 3)), 4.2))
     width = 0.8 / max(1, len(arms))
     for k, (name, s) in enumerate(arms.items()):
         ys = [100 * s["per_type"].get(t, {}).get("success_rate", 0) for t in types]
@@ -404,8 +404,9 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(types))])
     ax.set_xticklabels([t.replace("_", "\n") for t in types], fontsize=7)
     ax.set_ylabel("success %")
+    ax.set_ylim(0, 135)  # headroom: the legend sits above 100% bars
     ax.set_title(f"{summary['name']}: success per task type")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=min(6, max(1, len(arms))), loc="upper center")
     fig.tight_layout()
     second = out / "per_type.png"
     fig.savefig(second, dpi=110)
