@@ -225,7 +225,7 @@ def run_bench(config: BenchConfig, out: str | Path, progress: bool = True,
     resolved = {"recipe": to_dict(config), "models": to_dict(models),
                 "arms": {a.name: a.planner_settings() for a in config.arms}}
     atomic_write_text(out / "config.json", json.dumps(resolved, indent=2))
-    names = list(config.baselines) + [a.name for a in config.arms]
+    names = [name for name, _ in select_arms(config, None)]
     for i, (name, arm) in enumerate(chosen):
         echo(f"[{i + 1}/{len(chosen)}] {name}")
         started = time.perf_counter()

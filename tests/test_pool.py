@@ -1,6 +1,9 @@
 """The process pool's failure paths (hang, crash, engine error) on toy games, and the episode loop."""
 
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import pytest
 from toygames import CorridorGame, ScriptedPolicy
@@ -109,10 +112,6 @@ if __name__ == "__main__":
 
 
 def test_worker_of_a_killed_parent_exits_without_a_traceback(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = tmp_path / "killed.py"
     script.write_text(KILLED_PARENT.format(tests=str(Path(__file__).parent)))
     # run() returns once every holder of stderr is gone, the orphaned worker included
