@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+
+from conftest import REPO
 
 from mpr.benchmark import load_recipe, summarize_episodes_file
 
-REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "bench" / "results" / "paper"
 
 
