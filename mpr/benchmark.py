@@ -358,6 +358,15 @@ def markdown(config: BenchConfig, summary: dict[str, Any]) -> str:
     return "\n".join(head + rows + ["", "Success per task type:", ""] + per_type) + "\n"
 
 
+def bar_colors(n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` distinct RGBA colours: matplotlib's default cycle repeats after 10, and an 11-arm report
+    drew its last arm in the first one's colour."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
 def plot(summary: dict[str, Any], out: Path) -> list[Path]:
     """success_vs_compute.png and per_type.png; none without matplotlib."""
     try:
@@ -398,9 +407,9 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
     types = [t for t in TASK_TYPES if any(t in s["per_type"] for s in arms.values())]
     fig, ax = plt.subplots(figsize=(min(11.0, max(6.5, 1.2 * len(types) * max(1, len(arms)) / 3)), 4.2))
     width = 0.8 / max(1, len(arms))
-    for k, (name, s) in enumerate(arms.items()):
+    for k, ((name, s), color) in enumerate(zip(arms.items(), bar_colors(len(arms)))):
         ys = [100 * s["per_type"].get(t, {}).get("success_rate", 0) for t in types]
-        ax.bar([i + k * width for i in range(len(types))], ys, width, label=name)
+        ax.bar([i + k * width for i in range(len(types))], ys, width, label=name, color=color)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(types))])
     ax.set_xticklabels([t.replace("_", "\n") for t in types], fontsize=7)
     ax.set_ylabel("success %")

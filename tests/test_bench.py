@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import REPO, mpr
 
-from mpr.benchmark import ArmConfig, load_recipe, summarize_episodes_file, wilson
+from mpr.benchmark import ArmConfig, bar_colors, load_recipe, summarize_episodes_file, wilson
 
 
 def test_wilson_interval_by_hand():
@@ -119,3 +119,9 @@ def test_bad_recipes_are_one_clear_line(tmp_path):
         assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (text, proc.stderr[-500:])
     proc = mpr("bench", tmp_path / "missing.yaml", ok=False)
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+@pytest.mark.parametrize("arms", [1, 4, 11, 20])
+def test_per_type_bars_get_one_colour_per_arm(arms):
+    # the paper report has 11 arms; matplotlib's default cycle would repeat the first colour for the 11th
+    assert len(set(bar_colors(arms))) == arms
