@@ -90,6 +90,14 @@ def top_action(episodes: list[dict[str, Any]]) -> tuple[str, float]:
     return top, count / len(flat)
 
 
+def undo_share(episodes: list[dict[str, Any]]) -> float:
+    """The share of actions (from the third of an episode on) that go back to where the one before
+    last went: A, B, A."""
+    actions = [[turn[0] for turn in e["turns"]] for e in episodes]
+    undo = sum(1 for acts in actions for i in range(2, len(acts)) if acts[i] == acts[i - 2] != acts[i - 1])
+    return undo / max(1, sum(max(0, len(acts) - 2) for acts in actions))
+
+
 def action_loops_table(by_arm: dict[str, list[dict[str, Any]]]) -> str:
     """Per arm: distinct actions per episode, the most frequent action, and how often an action undoes
     the move before it (A, B, A) — the loops that explain a 0% arm."""
@@ -98,11 +106,9 @@ def action_loops_table(by_arm: dict[str, list[dict[str, Any]]]) -> str:
     for arm, episodes in by_arm.items():
         actions = [[turn[0] for turn in e["turns"]] for e in episodes]
         top, share = top_action(episodes)
-        undo = sum(1 for acts in actions for i in range(2, len(acts)) if acts[i] == acts[i - 2] != acts[i - 1])
-        triples = sum(max(0, len(acts) - 2) for acts in actions)
         distinct = sum(len(set(acts)) for acts in actions) / len(actions)
         rows.append(f"| {arm} | {distinct:.1f} | `{top}` ({100 * share:.0f}%) | "
-                    f"{100 * undo / max(1, triples):.0f}% |")
+                    f"{100 * undo_share(episodes):.0f}% |")
     return "\n".join(rows)
 
 
@@ -182,7 +188,8 @@ def coincide_note(arms: dict[str, Any]) -> str:
     if not pairs:
         return ""
     shown = "; ".join(f"{a} and {b}" for a, b in pairs)
-    return f"({shown} coincide in the first plot: tokens per decision within 1%, the same success rate.)\n\n"
+    return (f"(In the first plot these points coincide — tokens per decision within 1%, the same success rate: "
+            f"{shown}.)\n\n")
 
 
 def render(config: Any, summary: dict[str, Any], models: dict[str, Any],
@@ -221,6 +228,8 @@ def render(config: Any, summary: dict[str, Any], models: dict[str, Any],
     if "greedy" in by_arm:
         top, share = top_action(by_arm["greedy"])
         greedy = f", and greedily it says `{top}` {100 * share:.0f}% of the time"
+    searched = [undo_share(by_arm[name]) for name in driven if summary["arm_settings"][name]["budget"] > 1]
+    shuttle = f"{100 * min(searched):.0f}–{100 * max(searched):.0f}%" if searched else "n/a"
     status = "" if not pending else (
         f"**Status: {len(arms)} of {len(names)} arms complete; still running: {', '.join(pending)}.** The tables below "
         f"cover the complete arms only (every arm in them played all {n} games). The pending arms are recorded "
@@ -293,7 +302,8 @@ with stronger checkpoints (`models: {{policy, prm, world}}` in the recipe) to an
   have not learned the task: the SFT policy agrees with the expert's next action
   {100 * policy["val_top1_agreement"]:.0f}% of the time on held-out games{greedy}. The PRM (held-out AUC
   {prm["val_auc_won"]:.2f} for "this trajectory wins") moves the search off the policy's favourite action, but into
-  shuttling between two receptacles; the world model predicts the next observation exactly
+  shuttling between two receptacles (in the PRM-guided arms {shuttle} of actions undo the move before);
+  the world model predicts the next observation exactly
   {100 * world["val_exact_match"]:.0f}% of the time. The table below,
   computed from `episodes.jsonl` by `bench/paper_report.py`, shows the loops:
 
