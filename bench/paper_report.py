@@ -29,7 +29,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mpr.benchmark import BASELINES, collect, load_recipe, markdown, wilson, write_report  # noqa: E402
+from mpr.benchmark import (BASELINES, collect, episodes_by_arm, load_recipe, markdown, select_arms,  # noqa: E402
+                           wilson, write_report)
+from mpr.episodes import EpisodeResult  # noqa: E402
 from mpr.data import atomic_write_text  # noqa: E402
 from mpr.errors import ConfigError  # noqa: E402
 
@@ -72,39 +74,32 @@ def refresh(out: Path = RESULTS) -> list[str]:
 
 
 def arm_names(config: Any) -> list[str]:
-    return list(config.baselines) + [a.name for a in config.arms]
+    """Every arm of the recipe, baselines first, in recipe order."""
+    return [name for name, _ in select_arms(config, None)]
 
 
-def episodes_by_arm(path: Path) -> dict[str, list[dict[str, Any]]]:
-    by_arm: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-    for line in path.read_text().splitlines():
-        d = json.loads(line)
-        by_arm[d["arm"]].append(d)
-    return dict(by_arm)
-
-
-def top_action(episodes: list[dict[str, Any]]) -> tuple[str, float]:
+def top_action(episodes: list[EpisodeResult]) -> tuple[str, float]:
     """The most frequent action over ``episodes`` and its share of all their actions."""
-    flat = [turn[0] for e in episodes for turn in e["turns"]]
+    flat = [turn.action for e in episodes for turn in e.turns]
     top, count = collections.Counter(flat).most_common(1)[0]
     return top, count / len(flat)
 
 
-def undo_share(episodes: list[dict[str, Any]]) -> float:
+def undo_share(episodes: list[EpisodeResult]) -> float:
     """The share of actions (from the third of an episode on) that go back to where the one before
     last went: A, B, A."""
-    actions = [[turn[0] for turn in e["turns"]] for e in episodes]
+    actions = [[turn.action for turn in e.turns] for e in episodes]
     undo = sum(1 for acts in actions for i in range(2, len(acts)) if acts[i] == acts[i - 2] != acts[i - 1])
     return undo / max(1, sum(max(0, len(acts) - 2) for acts in actions))
 
 
-def action_loops_table(by_arm: dict[str, list[dict[str, Any]]]) -> str:
+def action_loops_table(by_arm: dict[str, list[EpisodeResult]]) -> str:
     """Per arm: distinct actions per episode, the most frequent action, and how often an action undoes
     the move before it (A, B, A) — the loops that explain a 0% arm."""
     rows = ["| arm | distinct actions / episode | most frequent action (share of all actions) | "
             "actions that undo a move (A, B, A) |", "|---|---|---|---|"]
     for arm, episodes in by_arm.items():
-        actions = [[turn[0] for turn in e["turns"]] for e in episodes]
+        actions = [[turn.action for turn in e.turns] for e in episodes]
         top, share = top_action(episodes)
         distinct = sum(len(set(acts)) for acts in actions) / len(actions)
         rows.append(f"| {arm} | {distinct:.1f} | `{top}` ({100 * share:.0f}%) | "
@@ -173,10 +168,10 @@ def compute_bullet(arms: dict[str, Any], settings: dict[str, Any]) -> str:
         return ""
     said = "; ".join(parts)
     return ("- **Compute is matched as designed, on PRM-scored pairs.** " + said[0].upper() + said[1:] + ". "
-                  "The planners score the same number of (state, action) pairs as Best-of-N, but each simulated "
-                  "step also runs the policy and the world model on a longer, imagined history, so they spend more "
-                  "tokens at the same PRM budget. Matching on PRM-scored pairs favours the planners; a token-matched "
-                  "comparison is the plot's x axis.\n")
+            "The planners score the same number of (state, action) pairs as Best-of-N, but each simulated "
+            "step also runs the policy and the world model on a longer, imagined history, so they spend more "
+            "tokens at the same PRM budget. Matching on PRM-scored pairs favours the planners; a token-matched "
+            "comparison is the plot's x axis.\n")
 
 
 def coincide_note(arms: dict[str, Any]) -> str:
@@ -193,7 +188,7 @@ def coincide_note(arms: dict[str, Any]) -> str:
 
 
 def render(config: Any, summary: dict[str, Any], models: dict[str, Any],
-           by_arm: dict[str, list[dict[str, Any]]]) -> str:
+           by_arm: dict[str, list[EpisodeResult]]) -> str:
     """The page's markdown from the recipe, the summary, the model facts and the episodes (arm -> records).
 
     Raises ConfigError when the records contradict the page's prose (a model-driven arm that won)."""
@@ -220,8 +215,8 @@ def render(config: Any, summary: dict[str, Any], models: dict[str, Any],
     steps = {models[k]["metrics"]["steps"] for k in ("policy", "prm", "world")}
     batch = {models[k]["train"]["batch_size"] for k in ("policy", "prm", "world")}
     expert, random = arms["expert"], arms["random"]
-    expert_losses = [e for e in by_arm["expert"] if not e["won"]]
-    capped = sum(e["num_actions"] >= config.max_actions for e in expert_losses)
+    expert_losses = [e for e in by_arm["expert"] if not e.won]
+    capped = sum(e.num_actions >= config.max_actions for e in expert_losses)
     cap_said = (f"all {capped} of its losses ran into" if capped == len(expert_losses)
                 else f"{capped} of its {len(expert_losses)} losses ran into")
     greedy = ""

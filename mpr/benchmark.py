@@ -291,14 +291,19 @@ def collect(out: Path, names: list[str]) -> dict[str, list[EpisodeResult]]:
     return arms
 
 
-def summarize_episodes_file(path: Path) -> dict[str, dict[str, Any]]:
-    """Per-arm summaries recomputed from a combined ``episodes.jsonl`` (the committed report's check)."""
+def episodes_by_arm(path: Path) -> dict[str, list[EpisodeResult]]:
+    """A combined ``episodes.jsonl`` (one line per episode with its arm) as arm -> episodes, in file order."""
     by_arm: dict[str, list[EpisodeResult]] = {}
     for line in path.read_text().splitlines():
         d = json.loads(line)
         arm = d.pop("arm")
         by_arm.setdefault(arm, []).append(EpisodeResult.from_json(d))
-    return {arm: summarize_arm(eps) for arm, eps in by_arm.items()}
+    return by_arm
+
+
+def summarize_episodes_file(path: Path) -> dict[str, dict[str, Any]]:
+    """Per-arm summaries recomputed from a combined ``episodes.jsonl`` (the committed report's check)."""
+    return {arm: summarize_arm(eps) for arm, eps in episodes_by_arm(path).items()}
 
 
 def write_report(config: BenchConfig, out: Path, names: list[str], echo: Callable[[str], None] = print) -> dict[str, Any]:

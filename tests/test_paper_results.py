@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import REPO
 
-from mpr.benchmark import load_recipe, summarize_episodes_file
+from mpr.benchmark import episodes_by_arm, load_recipe, summarize_episodes_file
 from mpr.errors import ConfigError
 
 PAPER = REPO / "bench" / "results" / "paper"
@@ -74,7 +74,7 @@ def test_paper_page_refuses_prose_the_records_contradict():
     report = paper_report()
     summary = committed_summary()
     models = json.loads((PAPER / "models.json").read_text())
-    by_arm = report.episodes_by_arm(PAPER / "episodes.jsonl")
+    by_arm = episodes_by_arm(PAPER / "episodes.jsonl")
     recipe = load_recipe(REPO / "bench" / "configs" / "paper.yaml")
     assert "nothing wins" in report.render(recipe, summary, models, by_arm)
     won = copy.deepcopy(summary)
@@ -90,11 +90,11 @@ def test_paper_page_refuses_prose_the_records_contradict():
 def test_paper_refresh_keeps_complete_arms_and_names_the_rest(tmp_path):
     # a run's working files rebuilt from the committed records: one arm cut short, as by a kill mid-run
     report = paper_report()
-    by_arm = report.episodes_by_arm(PAPER / "episodes.jsonl")
+    by_arm = episodes_by_arm(PAPER / "episodes.jsonl")
     (tmp_path / "arms").mkdir()
     for arm, episodes in by_arm.items():
         kept = episodes[:100] if arm == "greedy" else episodes
-        lines = [{"type": "header", "agent": arm}] + [{k: v for k, v in e.items() if k != "arm"} for e in kept]
+        lines = [{"type": "header", "agent": arm}] + [e.to_json() for e in kept]
         (tmp_path / "arms" / f"{arm.replace('@', '-at-')}.jsonl").write_text(
             "".join(json.dumps(line) + "\n" for line in lines))
     models = json.loads((PAPER / "models.json").read_text())
