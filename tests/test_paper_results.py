@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import REPO
 
-from mpr.benchmark import episodes_by_arm, load_recipe, summarize_episodes_file
+from mpr.benchmark import _file, episodes_by_arm, load_recipe, select_arms, summarize_episodes_file
 from mpr.errors import ConfigError
 
 PAPER = REPO / "bench" / "results" / "paper"
@@ -21,6 +21,10 @@ def paper_report():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def recipe_arms(recipe) -> list[str]:
+    return [name for name, _ in select_arms(recipe, None)]
 
 
 def committed_summary() -> dict:
@@ -35,16 +39,9 @@ def test_paper_summary_is_recomputed_from_its_episodes():
 def test_paper_run_arms_played_all_134_games():
     recipe = load_recipe(REPO / "bench" / "configs" / "paper.yaml")
     arms = committed_summary()["arms"]
-    names = list(recipe.baselines) + [a.name for a in recipe.arms]
-    # the report holds complete arms only, in recipe order: every baseline and planner, pending arms named in the doc
-    assert list(arms) == [n for n in names if n in arms]
-    assert set(recipe.baselines) | {"greedy", "best-of-n@8", "beam@8", "mcts@8"} <= set(arms)
-    pending = [n for n in names if n not in arms]
-    report = (REPO / "docs" / "bench-paper.md").read_text()
-    if pending:  # a report written while the run goes on says which arms it lacks
-        assert f"still running: {', '.join(pending)}" in report
-    else:
-        assert "still running" not in report
+    # the run is complete: every baseline and planner arm of the recipe, in recipe order, and no pending note
+    assert list(arms) == recipe_arms(recipe)
+    assert "still running" not in (REPO / "docs" / "bench-paper.md").read_text()
     by_arm: dict[str, set[str]] = {}
     for line in (PAPER / "episodes.jsonl").read_text().splitlines():
         d = json.loads(line)
@@ -95,7 +92,7 @@ def test_paper_refresh_keeps_complete_arms_and_names_the_rest(tmp_path):
     for arm, episodes in by_arm.items():
         kept = episodes[:100] if arm == "greedy" else episodes
         lines = [{"type": "header", "agent": arm}] + [e.to_json() for e in kept]
-        (tmp_path / "arms" / f"{arm.replace('@', '-at-')}.jsonl").write_text(
+        (tmp_path / "arms" / f"{_file(arm)}.jsonl").write_text(
             "".join(json.dumps(line) + "\n" for line in lines))
     models = json.loads((PAPER / "models.json").read_text())
     (tmp_path / "models" / "demos").mkdir(parents=True)
@@ -106,8 +103,7 @@ def test_paper_refresh_keeps_complete_arms_and_names_the_rest(tmp_path):
         (tmp_path / "models" / kind / "mpr-checkpoint.json").write_text(json.dumps(checkpoint))
     recipe = load_recipe(REPO / "bench" / "configs" / "paper.yaml")
     pending = report.refresh(tmp_path)
-    names = list(recipe.baselines) + [a.name for a in recipe.arms]
-    assert pending == [n for n in names if n == "greedy" or n not in by_arm]
+    assert pending == [n for n in recipe_arms(recipe) if n == "greedy" or n not in by_arm]
     refreshed = json.loads((tmp_path / "summary.json").read_text())
     assert refreshed["arms"] == {n: s for n, s in committed_summary()["arms"].items() if n != "greedy"}
     assert json.loads((tmp_path / "models.json").read_text()) == models
