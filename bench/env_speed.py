@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mpr.data import list_tasks, load_walkthrough  # noqa: E402
-from mpr.env import AlfworldGame, EnvConfig  # noqa: E402
+from mpr.alfworld.data import list_tasks, load_walkthrough  # noqa: E402
+from mpr.alfworld.env import AlfworldGame, EnvConfig  # noqa: E402
 
 
 def game_timings(tasks, cached: bool, cache_dir: str) -> dict[str, float]:
     """Fresh-load reset time, same-game reset time and walkthrough steps/s over ``tasks``."""
-    from mpr import speedups
+    from mpr.alfworld import speedups
 
     speedups.install(False, False)  # drop any wrappers (and their in-memory caches) from a previous run
     game = AlfworldGame(EnvConfig(parse_cache=cached, pddl_cache=cached, pddl_cache_dir=cache_dir, expert=False,
@@ -58,10 +58,11 @@ def game_timings(tasks, cached: bool, cache_dir: str) -> dict[str, float]:
 
 def pool_rate(tasks, workers: int, cache_dir: str) -> float:
     """Episodes/s of a walkthrough run on a pool (worker start-up excluded)."""
-    from mpr.agents import WalkthroughPolicy
-    from mpr.episodes import run_episodes
-    from mpr.pool import EnvPool, PoolConfig
-    from planners.greedy import GreedyPlanner
+    from mpr.planners.greedy import GreedyPlanner
+
+    from mpr.alfworld.agents import WalkthroughPolicy
+    from mpr.alfworld.pool import EnvPool, PoolConfig
+    from mpr.run.episodes import run_episodes
 
     with EnvPool(PoolConfig(num_workers=workers), EnvConfig(expert=False, pddl_cache_dir=cache_dir)) as pool:
         pool.reset([tasks[0].id] * workers)  # workers started and engines imported before timing

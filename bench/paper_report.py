@@ -4,7 +4,7 @@
     python bench/paper_report.py --refresh  # first rebuild those files from the run's local working files
 
 The committed files under ``bench/results/paper/`` are ``episodes.jsonl`` (one line per episode with its
-arm), ``summary.json`` (recomputed from it by ``mpr.benchmark``), ``models.json`` (the trained models'
+arm), ``summary.json`` (recomputed from it by ``mpr.app.benchmark``), ``models.json`` (the trained models'
 held-out metrics and the demonstrations' counts) and ``config.json`` (the resolved recipe). Every number
 on the page is read or computed from them; the prose around the numbers is checked against them (the
 page refuses to say "nothing wins" if an arm won). ``tests/test_paper_results.py`` renders the page the
@@ -12,7 +12,7 @@ same way and asserts it equals the committed one, so the page cannot drift from 
 
 ``--refresh`` needs what a run leaves locally (``arms/*.jsonl``, ``models/``, both git-ignored): it keeps
 only the arms that played every game, rewrites episodes.jsonl, summary.json, report.md and the plots
-through ``mpr.benchmark.write_report``, and models.json from the checkpoints.
+through ``mpr.app.benchmark.write_report``, and models.json from the checkpoints.
 """
 
 from __future__ import annotations
@@ -29,11 +29,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mpr.benchmark import (BASELINES, collect, episodes_by_arm, load_recipe, markdown, select_arms,  # noqa: E402
-                           wilson, write_report)
-from mpr.episodes import EpisodeResult  # noqa: E402
-from mpr.data import atomic_write_text  # noqa: E402
+from mpr.alfworld.data import atomic_write_text  # noqa: E402
+from mpr.app.benchmark import (  # noqa: E402
+    BASELINES,
+    collect,
+    episodes_by_arm,
+    load_recipe,
+    markdown,
+    select_arms,
+    wilson,
+    write_report,
+)
 from mpr.errors import ConfigError  # noqa: E402
+from mpr.run.episodes import EpisodeResult  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "paper"
 RECIPE = REPO / "bench" / "configs" / "paper.yaml"
@@ -192,6 +200,14 @@ def render(config: Any, summary: dict[str, Any], models: dict[str, Any],
     """The page's markdown from the recipe, the summary, the model facts and the episodes (arm -> records).
 
     Raises ConfigError when the records contradict the page's prose (a model-driven arm that won)."""
+    v = page_facts(config, summary, models, by_arm)
+    return reflow(_intro(**v) + _setup(**v) + _results(**v) + _findings(**v) + REPRODUCE_AND_CAVEATS)
+
+
+def page_facts(config: Any, summary: dict[str, Any], models: dict[str, Any],
+               by_arm: dict[str, list[EpisodeResult]]) -> dict[str, Any]:
+    """Every number and claim the page's prose uses, computed from the records; raises ConfigError
+    when the records contradict that prose (a model-driven arm that won, arms of unequal length)."""
     arms = summary["arms"]
     names = arm_names(config)
     pending = [n for n in names if n not in arms]
@@ -231,7 +247,21 @@ def render(config: Any, summary: dict[str, Any], models: dict[str, Any],
         "episode by episode and resume with the same command; this page is regenerated from the records "
         "when they finish.\n")
     tables = markdown(config, summary).split("\n| arm |", 1)[1]
-    return reflow(f"""# `mpr bench` paper run: Best-of-N vs planning at equal compute, all {n} {config.split} games
+    return {"config": config, "summary": summary, "models": models, "by_arm": by_arm, "arms": arms, "names": names,
+            "pending": pending, "driven": driven, "n": n, "upper": upper, "policy": policy, "prm": prm,
+            "world": world, "demos": demos, "policy_examples": policy_examples, "steps": steps, "batch": batch,
+            "expert": expert, "random": random, "cap_said": cap_said, "greedy": greedy, "shuttle": shuttle,
+            "status": status, "tables": tables}
+
+
+def _intro(
+        *, config: Any, summary: Any, models: Any, by_arm: Any, arms: Any, names: Any, pending: Any, driven: Any,
+        n: Any, upper: Any, policy: Any, prm: Any, world: Any, demos: Any, policy_examples: Any, steps: Any,
+        batch: Any, expert: Any, random: Any, cap_said: Any, greedy: Any, shuttle: Any, status: Any, tables: Any,
+        **_: Any
+) -> str:
+    """The title and the short answer."""
+    return f"""# `mpr bench` paper run: Best-of-N vs planning at equal compute, all {n} {config.split} games
 
 This report comes from a real run of `mpr bench bench/configs/paper.yaml` on this workplace's
 machine. Every number on this page is computed from the committed records in `bench/results/paper/`:
@@ -248,7 +278,17 @@ handcoded expert ({100 * expert["success_rate"]:.0f}%) and the quoted ReAct numb
 working end to end on the full protocol and what each arm costs; it does not rank the planners. Rerun it
 with stronger checkpoints (`models: {{policy, prm, world}}` in the recipe) to answer the question.
 
-## Setup
+"""
+
+
+def _setup(
+        *, config: Any, summary: Any, models: Any, by_arm: Any, arms: Any, names: Any, pending: Any, driven: Any,
+        n: Any, upper: Any, policy: Any, prm: Any, world: Any, demos: Any, policy_examples: Any, steps: Any,
+        batch: Any, expert: Any, random: Any, cap_said: Any, greedy: Any, shuttle: Any, status: Any, tables: Any,
+        **_: Any
+) -> str:
+    """Games, hardware, models, arms and baselines."""
+    return f"""## Setup
 
 - **Games**: all {n} `{config.split}` games of ALFWorld json_2.1.1 (the seed paper's and ReAct's test
   set), at most {config.max_actions} actions per episode, seed {config.seed}. Every arm plays the same games with the
@@ -278,7 +318,17 @@ with stronger checkpoints (`models: {{policy, prm, world}}` in the recipe) to an
   per episode and shown beside its success rate.
 - **Baselines**: walkthrough (the game's own solution: the upper bound), the handcoded expert,
   uniform random admissible actions; quoted published numbers, not rerun.
+"""
 
+
+def _results(
+        *, config: Any, summary: Any, models: Any, by_arm: Any, arms: Any, names: Any, pending: Any, driven: Any,
+        n: Any, upper: Any, policy: Any, prm: Any, world: Any, demos: Any, policy_examples: Any, steps: Any,
+        batch: Any, expert: Any, random: Any, cap_said: Any, greedy: Any, shuttle: Any, status: Any, tables: Any,
+        **_: Any
+) -> str:
+    """The status line, the tables and the plots."""
+    return f"""
 {status}
 ## Results
 
@@ -286,7 +336,17 @@ with stronger checkpoints (`models: {{policy, prm, world}}` in the recipe) to an
 ![success vs compute](bench-paper/success_vs_compute.png)
 ![success per task type](bench-paper/per_type.png)
 
-{coincide_note(arms)}## What the records show
+{coincide_note(arms)}"""
+
+
+def _findings(
+        *, config: Any, summary: Any, models: Any, by_arm: Any, arms: Any, names: Any, pending: Any, driven: Any,
+        n: Any, upper: Any, policy: Any, prm: Any, world: Any, demos: Any, policy_examples: Any, steps: Any,
+        batch: Any, expert: Any, random: Any, cap_said: Any, greedy: Any, shuttle: Any, status: Any, tables: Any,
+        **_: Any
+) -> str:
+    """What the records show."""
+    return f"""## What the records show
 
 - **Success.** All {len(driven)} model-driven arms won 0 of {n} games (Wilson 95% interval
   0–{_pct(upper)}%). The baselines bracket the scale: walkthrough {arms["walkthrough"]["wins"]}/{n},
@@ -304,7 +364,10 @@ with stronger checkpoints (`models: {{policy, prm, world}}` in the recipe) to an
 
 {action_loops_table(by_arm)}
 
-## Reproduce
+"""
+
+
+REPRODUCE_AND_CAVEATS = """## Reproduce
 
 ```bash
 pip install -e '.[viz]'                         # see README.md for the full install
@@ -314,7 +377,7 @@ mpr bench bench/configs/paper.yaml              # hours on 2 cores; rerun the sa
 # four processes of one torch thread each, one or two arms per process
 mpr bench bench/configs/paper.yaml --arms beam@12 --threads 1 &   # ... and so on, one per planner arm
 python bench/paper_report.py --refresh          # this page and the committed records, from the run's files
-python -c "from pathlib import Path; from mpr.benchmark import summarize_episodes_file; \\
+python -c "from pathlib import Path; from mpr.app.benchmark import summarize_episodes_file; \\
 print(summarize_episodes_file(Path('bench/results/paper/episodes.jsonl'))['beam@8']['success_rate'])"
 ```
 
@@ -334,7 +397,7 @@ same seeds); nor are the per-arm working files (`arms/*.jsonl`, the same episode
   world model on the CPU; a machine with GPUs and the 3B-parameter models of the seed paper would
   run far larger budgets.
 - **Quoted rows** are other systems with other (much larger) models, shown for scale only.
-""")
+"""
 
 
 def render_from_files(out: Path = RESULTS) -> str:

@@ -25,18 +25,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mpr.engine import EngineConfig  # noqa: E402
-from mpr.env import EnvConfig  # noqa: E402
-from planners.build import PlannerConfig, make_planner  # noqa: E402
+from mpr.planners.config import PlannerConfig  # noqa: E402
+
+from mpr.alfworld.env import EnvConfig  # noqa: E402
+from mpr.compose import make_planner  # noqa: E402
+from mpr.lm.engine import EngineConfig  # noqa: E402
 
 
 def real_roots(count: int, steps: int = 3) -> list:
     """States after 0..steps-1 walkthrough actions of the first valid_seen games."""
-    from mpr.agents import WalkthroughPolicy
-    from mpr.data import list_tasks
-    from mpr.env import SerialEnv
-    from mpr.episodes import run_episodes
-    from planners.greedy import GreedyPlanner
+    from mpr.planners.greedy import GreedyPlanner
+
+    from mpr.alfworld.agents import WalkthroughPolicy
+    from mpr.alfworld.data import list_tasks
+    from mpr.alfworld.env import SerialEnv
+    from mpr.run.episodes import run_episodes
 
     tasks = list_tasks("valid_seen", limit=max(1, (count + steps - 1) // steps))
     env = SerialEnv(1, EnvConfig(expert=False, max_actions=steps))
@@ -48,16 +51,17 @@ def real_roots(count: int, steps: int = 3) -> list:
 
 
 def parts(args) -> tuple:
-    from mpr.engine import make_engine
-    from mpr.policy import LLMPolicy, PolicyConfig
-    from mpr.scorer import JudgeScorer, PRMScorer
-    from worldmodel.llm import LLMWorldModel
+    from mpr.worldmodel.llm import LLMWorldModel
+
+    from mpr.learned.policy import LLMPolicy, PolicyConfig
+    from mpr.learned.scorer import JudgeScorer, PRMScorer
+    from mpr.lm.backends import make_engine
 
     engine = EngineConfig(threads=args.threads, dtype=args.dtype)
     if args.default_model:
         shared = make_engine(engine)
         return LLMPolicy(shared, PolicyConfig()), LLMWorldModel(shared), JudgeScorer(shared)
-    from mpr.checkpoints import load_checkpoint
+    from mpr.lm.checkpoints import load_checkpoint
 
     policy_engine = make_engine(dataclasses.replace(engine, model=str(load_checkpoint(args.policy, "policy").path)))
     return (LLMPolicy(policy_engine, PolicyConfig()), LLMWorldModel.from_checkpoint(args.world, engine),

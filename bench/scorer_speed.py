@@ -24,8 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpr.core import State  # noqa: E402
-from mpr.engine import EngineConfig, SamplingConfig, make_engine  # noqa: E402
-from mpr.prompts import ChatFormat, action_continuation, policy_prompt  # noqa: E402
+from mpr.lm.backends import make_engine  # noqa: E402
+from mpr.lm.engine import EngineConfig, SamplingConfig  # noqa: E402
+from mpr.lm.prompts import ChatFormat, action_continuation, policy_prompt  # noqa: E402
 
 ACTIONS = [
     "go to cabinet 1", "go to cabinet 2", "go to countertop 1", "go to countertop 2", "go to drawer 1",

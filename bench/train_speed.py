@@ -19,16 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training.trainer import TrainConfig  # noqa: E402
+from mpr.training.trainer import TrainConfig  # noqa: E402
 
 
 def batch_for(tok, length: int, batch: int):
     """``batch`` rows of ``length`` tokens from walkthrough policy prompts (real ALFWorld text)."""
     import torch
 
-    from mpr.data import list_tasks, load_walkthrough
+    from mpr.alfworld.data import list_tasks, load_walkthrough
     from mpr.core import State, Turn
-    from mpr.prompts import ChatFormat, policy_prompt, policy_target
+    from mpr.lm.prompts import ChatFormat, policy_prompt, policy_target
 
     chat = ChatFormat.from_tokenizer(tok)
     rows = []
@@ -43,8 +43,7 @@ def batch_for(tok, length: int, batch: int):
 
 def measure(base: str, lora: bool, threads: int, length: int, batch: int, steps: int) -> dict:
     import torch
-
-    from training.common import load_model
+    from mpr.training.common import load_model
 
     cfg = TrainConfig(base=base, lora=lora, threads=threads)
     model, tok = load_model(base, "causal", cfg)

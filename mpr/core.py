@@ -10,7 +10,20 @@ Five nouns, one batched verb each::
 
 Every verb takes lists and returns a list aligned with its input. Planners only
 ever see pure values (``State``) and the pure ``WorldModel``; the stateful
-``Env`` is driven by the receding-horizon loop in :mod:`mpr.episodes`.
+``Env`` is driven by the receding-horizon loop in :mod:`mpr.run.episodes`.
+
+Optional verbs are declared here too, as protocols a component may also implement
+(checked with ``isinstance``; never looked up by name):
+
+    ScoredPolicy.propose_scored(states, n) -> list[list[(action, logprob)]]  (priors for MCTS)
+    OutcomeModel.outcomes(states, actions, observations) -> list[(admissible, won)]
+    Counted.counters()                -> dict[str, int]      (fallbacks, misses, ... for summaries)
+    Closable.close()                                           (release processes / engines)
+    EngineBacked.engine                                        (its model engine, metered by planners)
+    Labelled.label                                             (a name results show, e.g. the oracle's)
+
+``mpr.checks`` holds one ``check_*`` function per noun that tests a component against
+these contracts.
 """
 
 from __future__ import annotations
@@ -22,6 +35,9 @@ from typing import Any, Protocol, runtime_checkable
 
 MAX_EPISODE_ACTIONS = 30
 """The seed paper's cap on actions per ALFWorld episode."""
+
+FALLBACK_ACTION = "look"
+"""What a policy says when it has nothing to offer (always admissible in ALFWorld, changes nothing)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,7 @@ class Env(Protocol):
     """A batch of real games, one per slot. Stateful; used by the outer loop only.
 
     ``step(actions, slots)`` plays ``actions[i]`` in slot ``slots[i]`` and returns
-    TimeSteps aligned with ``actions``; an action may be ``mpr.env.Reset(task_id)``
+    TimeSteps aligned with ``actions``; an action may be ``mpr.alfworld.env.Reset(task_id)``
     to start a game in that slot, and ``reset(task_ids, slots)`` is a shorthand.
     ``slots`` defaults to ``range(len(...))``.
 
@@ -149,6 +165,54 @@ class Scorer(Protocol):
     """Scores state-action pairs. ``score(states, actions)[i]`` estimates Q(states[i], actions[i])."""
 
     def score(self, states: Sequence[State], actions: Sequence[str]) -> list[float]: ...
+
+
+@runtime_checkable
+class ScoredPolicy(Protocol):
+    """A policy that also gives each proposal its log-probability (MCTS uses them as priors; without
+    this verb a planner treats every proposal as equally likely)."""
+
+    def propose_scored(self, states: Sequence[State], n: int = 1) -> list[list[tuple[str, float]]]: ...
+
+
+@runtime_checkable
+class OutcomeModel(Protocol):
+    """A world model that describes its predicted steps: ``outcomes(states, actions, observations)[i]``
+    is ``(admissible commands after the step, whether the game is won)``. Planners give children of a
+    world model without it no admissible commands and no win."""
+
+    def outcomes(self, states: Sequence[State], actions: Sequence[str],
+                 observations: Sequence[str]) -> list[tuple[tuple[str, ...], bool]]: ...
+
+
+@runtime_checkable
+class Counted(Protocol):
+    """A component that counts its fallbacks and misses: ``counters()`` maps a name to a count
+    (summaries report them as ``<part>_<name>``)."""
+
+    def counters(self) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """A component holding processes or engines that ``close()`` releases."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class EngineBacked(Protocol):
+    """A component that runs on a model engine (``mpr.lm.engine.Engine``) and exposes it as ``engine``:
+    planners meter its calls and tokens, and the composition root shares one engine per base model."""
+
+    engine: Any
+
+
+@runtime_checkable
+class Labelled(Protocol):
+    """A component with a name to show beside its results (the oracle world model says it is one)."""
+
+    label: str
 
 
 @dataclass(frozen=True)

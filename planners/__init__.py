@@ -1,9 +1,12 @@
 """Planners: decide one action per root state (``Planner(roots) -> list[PlanResult]``).
 
-Available now: ``GreedyPlanner`` (the policy's top action). Best-of-N, beam
-search and MCTS over a learned world model come with the planners issue.
+What belongs here: generic search over the ``mpr.core`` nouns and nothing else — no game, no model
+library, no episode runner (the architecture test holds it to ``mpr.core``, ``mpr.config`` and
+``mpr.errors``). ``search`` is the metered, memoized front over the policy, world model and scorer;
+``greedy``, ``best_of_n``, ``beam`` and ``mcts`` are the planners; ``config`` holds their settings;
+``tree`` records search trees. They are built by :mod:`mpr.compose`.
 """
 
-from planners.greedy import GreedyPlanner
+from mpr.planners.greedy import GreedyPlanner
 
 __all__ = ["GreedyPlanner"]

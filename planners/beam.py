@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from mpr.planners.search import Models
+from mpr.planners.tree import TreeRecorder
+
 from mpr.config import require
 from mpr.core import PlanResult, State
-from planners.search import Models
-from planners.tree import TreeRecorder
 
 AGGREGATES = ("last", "min", "mean", "discounted")
 

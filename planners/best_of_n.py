@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mpr.planners.search import Models, first_best
+from mpr.planners.tree import TreeRecorder
+
 from mpr.config import require
 from mpr.core import PlanResult, State
-from planners.search import Models, first_best
-from planners.tree import TreeRecorder
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mpr.planners.search import Models
+
 from mpr.core import PlanResult, Policy, State
-from planners.search import Models
 
 
 class GreedyPlanner:

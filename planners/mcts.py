@@ -28,10 +28,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mpr.planners.search import Candidate, Models
+from mpr.planners.tree import TreeRecorder
+
 from mpr.config import require
 from mpr.core import PlanResult, State
-from planners.search import Candidate, Models
-from planners.tree import TreeRecorder
 
 
 @dataclass(frozen=True)

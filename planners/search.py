@@ -24,7 +24,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mpr.core import PlanStats, Policy, Scorer, State, WorldModel, check_aligned
+from mpr.core import (
+    EngineBacked,
+    OutcomeModel,
+    PlanStats,
+    Policy,
+    ScoredPolicy,
+    Scorer,
+    State,
+    WorldModel,
+    check_aligned,
+)
 from mpr.errors import MprError
 
 log = logging.getLogger(__name__)
@@ -49,27 +59,24 @@ class Sim:
 
 
 def propose_scored(policy: Policy, states: Sequence[State], n: int) -> list[list[tuple[str, float]]]:
-    """``policy.propose_scored`` when the policy has it (actions with log-probs), else ``propose``
-    with log-prob 0.0 for every action."""
-    scored = getattr(policy, "propose_scored", None)
-    if scored is not None:
-        return scored(states, n)
+    """``policy.propose_scored`` when the policy is a :class:`mpr.core.ScoredPolicy` (actions with
+    log-probs), else ``propose`` with log-prob 0.0 for every action."""
+    if isinstance(policy, ScoredPolicy):
+        return policy.propose_scored(states, n)
     return [[(a, 0.0) for a in row] for row in policy.propose(states, n)]
 
 
 def simulate(world: WorldModel, states: Sequence[State], actions: Sequence[str]) -> list[Sim]:
-    """One ``world.predict`` call, then the child states. A world model may describe its outcomes
-    itself (``outcomes(states, actions, observations) -> [(admissible, won)]``, e.g. the oracle);
-    otherwise the admissible commands are rebuilt from the text by :mod:`worldmodel.grammar`."""
-    from worldmodel.grammar import next_admissible
-
+    """One ``world.predict`` call, then the child states. A :class:`mpr.core.OutcomeModel` describes
+    its outcomes (admissible commands, won) itself — the oracle from the game, the learned model from
+    ALFWorld's grammar; children of any other world model get no admissible commands and no win."""
     observations = world.predict(states, actions)
     check_aligned("WorldModel.predict", observations, states)
-    describe = getattr(world, "outcomes", None)
-    if describe is not None:
-        facts = describe(states, actions, observations)
+    if isinstance(world, OutcomeModel):
+        facts = world.outcomes(states, actions, observations)
+        check_aligned("OutcomeModel.outcomes", facts, states)
     else:
-        facts = [(next_admissible(s, a, o), False) for s, a, o in zip(states, actions, observations)]
+        facts = [((), False)] * len(states)
     return [Sim(s.after(a, o, adm), won) for s, a, o, (adm, won) in zip(states, actions, observations, facts)]
 
 
@@ -97,8 +104,8 @@ class Models:
         self._proposals: dict[tuple[State, int], list[Candidate]] = {}
         self._sims: dict[tuple[State, str], Sim] = {}
         self._scores: dict[tuple[State, str], float] = {}
-        self._engines = {id(e): e for e in (getattr(m, "engine", None) for m in (policy, world, scorer))
-                         if e is not None and hasattr(e, "stats")}
+        self._engines = {id(m.engine): m.engine for m in (policy, world, scorer)
+                         if isinstance(m, EngineBacked) and hasattr(m.engine, "stats")}
         self._ledger = _Ledger(0)
 
     # -- accounting -------------------------------------------------------------------------

@@ -2,17 +2,20 @@
 
 The data must be prepared before the suite runs (``mpr data prepare --from ...``,
 as .ci/run does); a missing data dir fails the tests that need it, loudly.
+
+Tiers: a test that needs the games is marked ``games``, one that needs a tiny, trained or
+pretrained model ``models`` — by hand, or here from the fixtures it uses (``GAME_FIXTURES``,
+``MODEL_FIXTURES``). ``pytest -m "not games and not models"`` runs the rest with no data at all.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-
-import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # A fresh on-disk translation cache per test session: tests see the same cold start everywhere.
@@ -23,9 +26,24 @@ REPO = Path(__file__).resolve().parent.parent
 ARCHIVE = Path(os.environ.get("MPR_ALFWORLD_ARCHIVE", REPO.parent / "shared/alfworld/alfworld-json_2.1.1-games.tar.xz"))
 
 
+GAME_FIXTURES = {"games_root", "valid_unseen", "expert_rollouts", "random_rollouts", "tiny_chain"}
+MODEL_FIXTURES = {"tiny_model_dir", "tiny_value_dir", "tiny_engine", "tiny_chain"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark each test by the data its fixtures need (fixturenames holds the whole closure)."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & GAME_FIXTURES:
+            item.add_marker(pytest.mark.games)
+        if used & MODEL_FIXTURES:
+            item.add_marker(pytest.mark.models)
+
+
 @pytest.fixture(scope="session")
 def games_root() -> Path:
-    from mpr.data import EXPECTED_COUNTS, count_games, games_root as root_of
+    from mpr.alfworld.data import EXPECTED_COUNTS, count_games
+    from mpr.alfworld.data import games_root as root_of
 
     root = root_of()
     if not root.is_dir() or count_games(root) != EXPECTED_COUNTS:
@@ -36,7 +54,7 @@ def games_root() -> Path:
 @pytest.fixture(scope="session")
 def valid_unseen(games_root):
     """Six valid_unseen tasks, one per task type."""
-    from mpr.data import list_tasks
+    from mpr.alfworld.data import list_tasks
 
     return list_tasks("valid_unseen", limit=6)
 
@@ -44,8 +62,8 @@ def valid_unseen(games_root):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, games_root) -> Path:
     """A tiny from-scratch Llama + tokenizer trained on ALFWorld text (built once per session)."""
-    from mpr.data import iter_game_files
-    from mpr.models import alfworld_corpus, build_tiny
+    from mpr.alfworld.data import iter_game_files
+    from mpr.lm.weights import alfworld_corpus, build_tiny
 
     texts = alfworld_corpus(iter_game_files(games_root, "valid_train")[:30])
     return build_tiny(tmp_path_factory.mktemp("models") / "tiny", texts=texts, vocab_size=1024, hidden=64,
@@ -54,8 +72,8 @@ def tiny_model_dir(tmp_path_factory, games_root) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_value_dir(tmp_path_factory, games_root) -> Path:
-    from mpr.data import iter_game_files
-    from mpr.models import alfworld_corpus, build_tiny
+    from mpr.alfworld.data import iter_game_files
+    from mpr.lm.weights import alfworld_corpus, build_tiny
 
     texts = alfworld_corpus(iter_game_files(games_root, "valid_train")[:30])
     return build_tiny(tmp_path_factory.mktemp("models") / "tiny-value", texts=texts, vocab_size=1024, hidden=64,
@@ -64,15 +82,16 @@ def tiny_value_dir(tmp_path_factory, games_root) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model_dir):
-    from mpr.engine import EngineConfig
-    from mpr.hf_engine import HFEngine
+    from mpr.lm.engine import EngineConfig
+    from mpr.lm.hf_engine import HFEngine
 
     return HFEngine(EngineConfig(model=str(tiny_model_dir), dtype="fp32", threads=1, batch_size=8, max_length=512))
 
 
 def _rollouts(tmp_path_factory, name, **kw):
-    from mpr.env import EnvConfig
-    from training.rollout import RolloutConfig, rollout
+    from mpr.training.rollout import RolloutConfig, rollout
+
+    from mpr.alfworld.env import EnvConfig
 
     out = tmp_path_factory.mktemp("rollouts") / name
     config = RolloutConfig(split="train", limit=3, workers=0, env=EnvConfig(), **kw)
@@ -92,7 +111,7 @@ def random_rollouts(tmp_path_factory, games_root) -> Path:
     return _rollouts(tmp_path_factory, "random", policy="random", repeats=2, reset_half=0.5, seed=3)
 
 
-MPR = [sys.executable, "-m", "mpr.cli"]
+MPR = [sys.executable, "-m", "mpr"]
 
 
 def mpr(*args, ok=True):

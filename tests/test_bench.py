@@ -7,7 +7,13 @@ import json
 import pytest
 from conftest import REPO, mpr
 
-from mpr.benchmark import ArmConfig, bar_colors, load_recipe, summarize_episodes_file, wilson
+from mpr.app.benchmark import (
+    ArmConfig,
+    bar_colors,
+    load_recipe,
+    summarize_episodes_file,
+    wilson,
+)
 
 
 def test_wilson_interval_by_hand():

@@ -9,7 +9,7 @@ import pytest
 
 
 def mpr(*args, check=False):
-    proc = subprocess.run([sys.executable, "-m", "mpr.cli", *args], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "mpr", *args], capture_output=True, text=True, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

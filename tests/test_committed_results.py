@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mpr.episodes import EpisodeResult, summarize, summary_json
+from mpr.run.episodes import EpisodeResult, summarize, summary_json
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 

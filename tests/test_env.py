@@ -2,10 +2,10 @@
 
 import pytest
 
+from mpr.alfworld.data import load_walkthrough
+from mpr.alfworld.env import EnvConfig, Reset, SerialEnv, split_intro
+from mpr.alfworld.pool import EnvPool, PoolConfig
 from mpr.core import Env
-from mpr.data import load_walkthrough
-from mpr.env import EnvConfig, Reset, SerialEnv, split_intro
-from mpr.pool import EnvPool, PoolConfig
 
 
 def test_split_intro_separates_room_and_goal():
@@ -100,7 +100,7 @@ def test_caches_do_not_change_a_single_byte(valid_unseen):
     The third run re-installs the caches with an empty memory, so its translations
     come from the on-disk cache the first run wrote.
     """
-    from mpr import speedups
+    from mpr.alfworld import speedups
 
     tasks = [valid_unseen[1], valid_unseen[3]]
     cached = _transcript(EnvConfig(), tasks)
@@ -112,7 +112,7 @@ def test_caches_do_not_change_a_single_byte(valid_unseen):
 
 
 def test_game_exposes_its_walkthrough(valid_unseen):
-    from mpr.env import AlfworldGame
+    from mpr.alfworld.env import AlfworldGame
 
     game = AlfworldGame(EnvConfig(expert=False))
     assert game.walkthrough == []

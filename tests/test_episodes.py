@@ -5,9 +5,9 @@ import json
 import pytest
 
 from mpr.core import Turn
-from mpr.episodes import EpisodeResult, EpisodeStore, summarize
 from mpr.errors import MprError
-from mpr.evaluation import EvalConfig, evaluate
+from mpr.run.episodes import EpisodeResult, EpisodeStore, summarize
+from mpr.run.evaluation import EvalConfig, evaluate
 
 HEADER = {"agent": "walkthrough", "split": "valid_unseen", "seed": 0, "max_actions": 30}
 
@@ -88,6 +88,31 @@ def test_random_agent_is_deterministic_per_seed(games_root, tmp_path):
 
 
 def _short():
-    from mpr.env import EnvConfig
+    from mpr.alfworld.env import EnvConfig
 
     return EnvConfig(max_actions=8, expert=False)
+
+
+def _record(values, actions=("a",), **extra):
+    r = _result("t1")
+    d = r.to_json()
+    d.update(values=list(values), turns=[[a, "o"] for a in actions], **extra)
+    return d
+
+
+def test_record_comparison_is_exact_on_discrete_content_and_tolerant_on_values():
+    from mpr.run.episodes import VALUE_ABS_TOL, record_differences
+
+    a = {("t1", 0): _record([-14.28594, 0.5], seconds=1.0)}
+    # the AMD EPYC's bf16 batch-layout noise (4e-4), other timings: the same episode
+    b = {("t1", 0): _record([-14.28636, 0.5], seconds=9.0, plan_seconds=3.0)}
+    assert record_differences(a, b) == []
+    far = {("t1", 0): _record([-14.28594 + 10 * VALUE_ABS_TOL, 0.5])}
+    assert "values" in record_differences(a, far)[0]
+    other_action = {("t1", 0): _record([-14.28594, 0.5], actions=("b",))}
+    assert "beyond values" in record_differences(a, other_action)[0]
+    shorter = {("t1", 0): _record([-14.28594])}
+    assert record_differences(a, shorter)
+    assert "only in one run" in record_differences(a, {})[0]
+    # values near a rounding boundary no longer flip: 0.123455 vs 0.123454 rounded to 5 places differ
+    assert record_differences({1: _record([0.123455])}, {1: _record([0.123454])}) == []

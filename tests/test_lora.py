@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from mpr.engine import EngineConfig
 from mpr.errors import ConfigError
-from mpr.hf_engine import HFEngine
-from mpr.lora import LoraConfig, add_lora, merge_lora
+from mpr.lm.engine import EngineConfig
+from mpr.lm.hf_engine import HFEngine
+from mpr.lm.lora import LoraConfig, add_lora, merge_lora
 
 PROMPTS = ["Your task is to: put a mug in desk.\n> go to", "You are in the middle of a room."]
 CANDS = [[" desk 1", " shelf 2"], [" look", " go to desk 1"]]

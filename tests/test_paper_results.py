@@ -9,7 +9,13 @@ import json
 import pytest
 from conftest import REPO
 
-from mpr.benchmark import _file, episodes_by_arm, load_recipe, select_arms, summarize_episodes_file
+from mpr.app.benchmark import (
+    _file,
+    episodes_by_arm,
+    load_recipe,
+    select_arms,
+    summarize_episodes_file,
+)
 from mpr.errors import ConfigError
 
 PAPER = REPO / "bench" / "results" / "paper"

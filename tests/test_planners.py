@@ -5,6 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from mpr.planners.beam import BeamConfig, BeamPlanner, aggregate
+from mpr.planners.best_of_n import BestOfNConfig, BestOfNPlanner
+from mpr.planners.greedy import GreedyPlanner
+from mpr.planners.mcts import MCTSConfig, MCTSPlanner
+from mpr.planners.search import Models
 from toyplan import (
     TRAP_GOAL,
     TrapPolicy,
@@ -19,11 +24,6 @@ from toyplan import (
 )
 
 from mpr.core import Planner
-from planners.beam import BeamConfig, BeamPlanner, aggregate
-from planners.best_of_n import BestOfNConfig, BestOfNPlanner
-from planners.greedy import GreedyPlanner
-from planners.mcts import MCTSConfig, MCTSPlanner
-from planners.search import Models
 
 
 def trap_models(cache=True):

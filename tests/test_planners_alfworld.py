@@ -7,24 +7,25 @@ import json
 
 import pytest
 from conftest import mpr
+from mpr.worldmodel.grammar import next_admissible
 
-from mpr.episodes import read_episodes
-from worldmodel.grammar import next_admissible
+from mpr.run.episodes import read_episodes
 
 
 @pytest.fixture(scope="module")
 def task(games_root):
-    from mpr.data import list_tasks
+    from mpr.alfworld.data import list_tasks
 
     return list_tasks("valid_seen", limit=1)[0]
 
 
 def test_oracle_predicts_the_real_game_exactly(task):
-    from mpr.agents import WalkthroughPolicy
-    from mpr.env import EnvConfig, SerialEnv
-    from mpr.episodes import run_episodes
-    from planners.greedy import GreedyPlanner
-    from worldmodel.oracle import OracleWorldModel
+    from mpr.planners.greedy import GreedyPlanner
+    from mpr.worldmodel.oracle import OracleWorldModel
+
+    from mpr.alfworld.agents import WalkthroughPolicy
+    from mpr.alfworld.env import EnvConfig, SerialEnv
+    from mpr.run.episodes import run_episodes
 
     env = SerialEnv(1, EnvConfig(expert=False))
     try:

@@ -6,14 +6,14 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from mpr.planners.greedy import GreedyPlanner
 from toygames import CorridorGame, ScriptedPolicy
 
-from mpr.data import Task
-from mpr.env import Reset, SerialEnv
-from mpr.episodes import run_episodes
+from mpr.alfworld.data import Task
+from mpr.alfworld.env import Reset, SerialEnv
+from mpr.alfworld.pool import EnvPool, PoolConfig
 from mpr.errors import ConfigError
-from mpr.pool import EnvPool, PoolConfig
-from planners.greedy import GreedyPlanner
+from mpr.run.episodes import run_episodes
 
 FAST = PoolConfig(num_workers=2, step_timeout=2.0, reset_timeout=2.0, start_timeout=60.0)
 
@@ -100,8 +100,8 @@ import os, signal, sys
 from functools import partial
 sys.path.insert(0, {tests!r})
 from toygames import CorridorGame
-from mpr.env import Reset
-from mpr.pool import EnvPool, PoolConfig
+from mpr.alfworld.env import Reset
+from mpr.alfworld.pool import EnvPool, PoolConfig
 
 if __name__ == "__main__":
     pool = EnvPool(PoolConfig(num_workers=1, start_timeout=60.0), make_game=partial(CorridorGame, 10))

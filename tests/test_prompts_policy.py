@@ -4,8 +4,8 @@ import pytest
 
 from mpr.core import State
 from mpr.errors import ConfigError
-from mpr.policy import LLMPolicy, PolicyConfig
-from mpr.prompts import ChatFormat, normalize_action, parse_action, policy_prompt
+from mpr.learned.policy import LLMPolicy, PolicyConfig
+from mpr.lm.prompts import ChatFormat, normalize_action, parse_action, policy_prompt
 
 ADMISSIBLE = ("go to desk 1", "go to shelf 1", "look", "inventory", "take mug 1 from desk 1")
 
@@ -109,7 +109,7 @@ def test_score_sample_draws_are_seeded_per_state_not_per_batch(tiny_engine):
 
 
 def test_steered_exploration_swaps_the_system_prompt(tiny_engine):
-    from mpr.prompts import EXPLORE_SYSTEM
+    from mpr.lm.prompts import EXPLORE_SYSTEM
 
     state = make_state(1)
     always = LLMPolicy(tiny_engine, PolicyConfig(steer_prob=1.0))

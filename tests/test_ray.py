@@ -16,15 +16,21 @@ from tests.conftest import mpr
 ray = pytest.importorskip("ray", reason="the ray extra is part of mpr[test]")
 
 def records(path) -> dict:
-    """Episode records by (task, repeat), as far as they do not depend on timing or batching."""
-    from mpr.episodes import record_content
-
+    """Episode records by (task, repeat)."""
     out = {}
     for line in open(path):
         d = json.loads(line)
         if d.get("type") == "episode":
-            out[(d["task_id"], d.get("repeat", 0))] = record_content(d)
+            out[(d["task_id"], d.get("repeat", 0))] = d
     return out
+
+
+def same_records(a, b) -> bool:
+    """Discrete content exactly, values within the tolerance batch layouts need."""
+    from mpr.run.episodes import record_differences
+
+    assert record_differences(a, b) == []
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +44,10 @@ def cluster():
 
 
 def test_expert_rollouts_on_ray_equal_local_and_resume_a_local_run(cluster, games_root, tmp_path):
-    from mpr.env import EnvConfig
-    from mpr.executor import ExecutorConfig
-    from training.rollout import RolloutConfig, rollout
+    from mpr.training.rollout import RolloutConfig, rollout
+
+    from mpr.alfworld.env import EnvConfig
+    from mpr.run.executor import ExecutorConfig
 
     quiet = dict(progress=False, echo=lambda _m: None)
     base = RolloutConfig(policy="expert", split="valid_seen", limit=4, repeats=2, reset_half=0.5, seed=1,
@@ -56,7 +63,7 @@ def test_expert_rollouts_on_ray_equal_local_and_resume_a_local_run(cluster, game
     assert any("4 of 8 rollouts already recorded" in m for m in said)
     assert summary["rollouts_run_now"] == 4
     local, mixed = records(tmp_path / "local" / "rollouts.jsonl"), records(tmp_path / "mixed" / "rollouts.jsonl")
-    assert len(local) == 8 and mixed == local
+    assert len(local) == 8 and same_records(mixed, local)
     assert any(r.get("prefix") for r in local.values())  # reset-50-50 prefixes were replayed on both
 
 
@@ -64,11 +71,12 @@ def test_tiny_policy_rollouts_on_ray_survive_a_killed_actor(cluster, tiny_chain,
     """A trained tiny policy (sampling, seeded per state) rolls out 5 games on 2 actors; the first
     actor is killed when the first episode comes back. Its unfinished games are replayed on a new
     actor; the records equal a local run's."""
-    from mpr.engine import EngineConfig
-    from mpr.env import EnvConfig
-    from mpr.episodes import EpisodeStore
-    from mpr.executor import ExecutorConfig, WorkItem, actor_name, run_job
-    from training.rollout import RolloutConfig, RolloutJob, rollout
+    from mpr.training.rollout import RolloutConfig, RolloutJob, rollout
+
+    from mpr.alfworld.env import EnvConfig
+    from mpr.lm.engine import EngineConfig
+    from mpr.run.episodes import EpisodeStore
+    from mpr.run.executor import ExecutorConfig, WorkItem, actor_name, run_job
 
     config = RolloutConfig(policy=str(tiny_chain / "PI"), split="valid_seen", limit=5, temperature=1.0, workers=2,
                            env=EnvConfig(max_actions=4), model=EngineConfig(threads=1))
@@ -101,7 +109,7 @@ def test_tiny_policy_rollouts_on_ray_survive_a_killed_actor(cluster, tiny_chain,
             ray.kill(ray.get_actor(actor_name(0), namespace="mpr"))
             killed.append(actor_name(0))
 
-    from mpr.data import list_tasks
+    from mpr.alfworld.data import list_tasks
 
     items = [WorkItem(t) for t in list_tasks("valid_seen", limit=5)]
     run_job(job, items, ExecutorConfig(kind="ray", actors=2, slots=1), 2, on_result, said.append)
@@ -110,22 +118,22 @@ def test_tiny_policy_rollouts_on_ray_survive_a_killed_actor(cluster, tiny_chain,
     lines = [json.loads(x) for x in open(tmp_path / "ray.jsonl")]
     keys = [d["task_id"] for d in lines if d.get("type") == "episode"]
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 5  # nothing lost, nothing counted twice
-    assert records(tmp_path / "ray.jsonl") == records(tmp_path / "local" / "rollouts.jsonl")
+    assert same_records(records(tmp_path / "ray.jsonl"), records(tmp_path / "local" / "rollouts.jsonl"))
 
 
 def test_tiny_policy_eval_on_ray_equals_local(cluster, tiny_chain, tmp_path):
     """mpr eval's path: the same records and counters from 2 actors with 2 slots each as from the pool."""
-    from mpr.engine import EngineConfig
-    from mpr.env import EnvConfig
-    from mpr.evaluation import EvalConfig, evaluate
-    from mpr.executor import ExecutorConfig
+    from mpr.alfworld.env import EnvConfig
+    from mpr.lm.engine import EngineConfig
+    from mpr.run.evaluation import EvalConfig, evaluate
+    from mpr.run.executor import ExecutorConfig
 
     config = EvalConfig(agent="policy", policy_ckpt=str(tiny_chain / "PI"), split="valid_seen", limit=3, workers=2,
                         env=EnvConfig(max_actions=3), model=EngineConfig(threads=1))
     local = evaluate(config, tmp_path / "local.jsonl", progress=False, echo=lambda _m: None)
     on_ray = evaluate(dataclasses.replace(config, executor=ExecutorConfig(kind="ray", actors=2, slots=2)),
                       tmp_path / "ray.jsonl", progress=False, echo=lambda _m: None)
-    assert records(tmp_path / "ray.jsonl") == records(tmp_path / "local.jsonl")
+    assert same_records(records(tmp_path / "ray.jsonl"), records(tmp_path / "local.jsonl"))
     assert on_ray["summary"] == local["summary"] and on_ray["episodes_run_now"] == 3
     assert on_ray["counters_now"] == local["counters_now"]
 
@@ -133,11 +141,11 @@ def test_tiny_policy_eval_on_ray_equals_local(cluster, tiny_chain, tmp_path):
 def test_bad_model_inputs_stop_a_ray_run_with_one_line(cluster, games_root):
     """A wrong checkpoint is caught in the driver before any actor starts; a model the actors cannot
     load ends the run with the actor's one-line reason."""
-    from mpr.data import list_tasks
-    from mpr.engine import EngineConfig
+    from mpr.alfworld.data import list_tasks
     from mpr.errors import MprError
-    from mpr.evaluation import EvalConfig, EvalJob
-    from mpr.executor import ExecutorConfig, WorkItem, run_job
+    from mpr.lm.engine import EngineConfig
+    from mpr.run.evaluation import EvalConfig, EvalJob
+    from mpr.run.executor import ExecutorConfig, WorkItem, run_job
 
     items = [WorkItem(t) for t in list_tasks("valid_seen", limit=1)]
     cases = [(EvalConfig(agent="policy", policy_ckpt="/nonexistent/ckpt", split="valid_seen", limit=1),

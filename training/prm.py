@@ -1,7 +1,7 @@
 """``mpr train prm`` / ``mpr train value``: process reward models and reference value models.
 
 * AgentPRM (``objective="agentprm"``): a value-head LM regresses the Monte-Carlo targets Q̂(s, a)
-  of :mod:`training.targets` with soft binary cross-entropy; the scorer reads sigmoid(logit).
+  of :mod:`mpr.training.targets` with soft binary cross-entropy; the scorer reads sigmoid(logit).
   With ``shaping_ref`` (a ``value`` checkpoint), targets are the shaped ones instead.
 * InversePRM (``objective="inverse"``): learned from demonstrations, no outcome rewards. Expert
   transitions (s, a, s′) are positives, with a′ drawn from the current policy at s′; learner
@@ -25,11 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mpr.core import State
-from mpr.errors import MprError
-from mpr.prompts import prm_text
-from mpr.scorer import sigmoid
-from training.common import (
+from mpr.training.common import (
     auc,
     encode,
     finished,
@@ -39,9 +35,14 @@ from training.common import (
     spread,
     train_and_save,
 )
-from training.rollout import load_rollouts, transitions
-from training.targets import Target, mc_state_values, mc_targets, shaped_targets
-from training.trainer import TrainConfig
+from mpr.training.rollout import load_rollouts, transitions
+from mpr.training.targets import Target, mc_state_values, mc_targets, shaped_targets
+from mpr.training.trainer import TrainConfig
+
+from mpr.core import State
+from mpr.errors import MprError
+from mpr.learned.scorer import sigmoid
+from mpr.lm.prompts import prm_text
 
 OBJECTIVES = ("agentprm", "inverse")
 
@@ -162,9 +163,9 @@ class ValueFunction:
     """V_ref(states) from a ``value`` checkpoint: sigmoid of its head, one batched pass."""
 
     def __init__(self, path: str, config: TrainConfig):
-        from mpr.checkpoints import load_checkpoint
-        from mpr.engine import EngineConfig
-        from mpr.hf_engine import HFEngine
+        from mpr.lm.checkpoints import load_checkpoint
+        from mpr.lm.engine import EngineConfig
+        from mpr.lm.hf_engine import HFEngine
 
         ckpt = load_checkpoint(path, "value", flag="--shaping-ref")
         self.engine = HFEngine(EngineConfig(model=str(ckpt.path), dtype="fp32", threads=config.threads,

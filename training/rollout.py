@@ -36,21 +36,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpr.agents import BUILTIN_AGENTS, make_policy
-from mpr.config import require, to_dict
-from mpr.core import Env, PlanResult, Policy, State
-from mpr.data import (
+from mpr.alfworld.agents import REFERENCE_AGENTS
+from mpr.alfworld.data import (
     SPLITS,
     TASK_TYPES,
     atomic_write_text,
     list_tasks,
     load_walkthrough,
 )
-from mpr.engine import EngineConfig
-from mpr.env import EnvConfig
-from mpr.episodes import EpisodeResult, EpisodeStore, iter_episodes, read_episodes
+from mpr.alfworld.env import EnvConfig
+from mpr.compose import rollout_policy
+from mpr.config import require, to_dict
+from mpr.core import Env, PlanResult, Policy, State
 from mpr.errors import MprError
-from mpr.executor import ExecutorConfig, WorkItem, run_job
+from mpr.lm.engine import EngineConfig
+from mpr.run.episodes import EpisodeResult, EpisodeStore, iter_episodes, read_episodes
+from mpr.run.executor import ExecutorConfig, WorkItem, run_with_progress
 
 RECORDS = "rollouts.jsonl"
 
@@ -89,7 +90,7 @@ class RolloutConfig:
 
     @property
     def is_llm(self) -> bool:
-        return self.policy not in BUILTIN_AGENTS
+        return self.policy not in REFERENCE_AGENTS
 
     def record_header(self) -> dict[str, Any]:
         """Everything that determines the records; a resumed directory must match it."""
@@ -104,21 +105,9 @@ def resolve_policy_model(policy: str) -> str:
     """The model directory behind ``--policy``: the default model for ``llm``, else a policy checkpoint."""
     if policy == "llm":
         return "default"
-    from mpr.checkpoints import load_checkpoint
+    from mpr.lm.checkpoints import load_checkpoint
 
     return str(load_checkpoint(policy, "policy", flag="--policy").path)
-
-
-def build_rollout_policy(config: RolloutConfig, repeat: int, engine: Any = None) -> Policy:
-    """The policy of rollout ``repeat`` (seed ``seed + repeat``); LLM policies share ``engine``."""
-    seed = config.seed + repeat
-    if not config.is_llm:
-        return make_policy(config.policy, seed, config.env.data_dir)
-    from mpr.policy import LLMPolicy, PolicyConfig
-
-    mode = "score-sample" if config.temperature > 0 else "score"
-    return LLMPolicy(engine, PolicyConfig(mode=mode, temperature=config.temperature or 1.0, seed=seed,
-                                          steer_prob=config.steer_prob))
 
 
 def _rng(*parts: Any) -> random.Random:
@@ -173,8 +162,6 @@ class RolloutPlanner:
 def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
             echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the rollouts into directory ``out``; returns the summary it saved."""
-    from mpr.evaluation import LazyBar
-
     out = Path(out)
     model_dir = resolve_policy_model(config.policy) if config.is_llm else None
     if model_dir is not None:
@@ -187,22 +174,11 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
     total = config.repeats * len(tasks)
     if len(todo) < total:
         echo(f"resuming {out}: {total - len(todo)} of {total} rollouts already recorded")
-    started, new, won = time.perf_counter(), 0, 0
-    if todo:
-        job = RolloutJob(config)
-        bar = LazyBar(len(todo), f"rollouts ({config.policy}) on {config.split}", progress)
-
-        def on_result(result: EpisodeResult) -> None:
-            nonlocal new, won
-            store.add(result)
-            new, won = new + 1, won + result.won
-            bar.update(won=won, errors=sum(r.error is not None for r in store.results.values()))
-
-        try:
-            run_job(job, [WorkItem(t, k) for k, t in todo], config.executor, config.workers, on_result, echo,
-                    bar.open)
-        finally:
-            bar.close()
+    started = time.perf_counter()
+    played, _ = run_with_progress(RolloutJob(config), [WorkItem(t, k) for k, t in todo], config.executor,
+                                  config.workers, f"rollouts ({config.policy}) on {config.split}", progress,
+                                  store.add, echo)
+    new = len(played)
     wall = time.perf_counter() - started
     summary = summarize_rollouts(list(store.results.values()))
     summary.update(rollouts_run_now=new, wall_seconds_now=wall)
@@ -216,7 +192,7 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
 
 @dataclass(frozen=True)
 class RolloutJob:
-    """Rollouts for ``mpr.executor.run_job``: the policy's model loads once per worker; each repeat
+    """Rollouts for ``mpr.run.executor.run_job``: the policy's model loads once per worker; each repeat
     ``k`` plays with its own seed (``seed + k``), walkthrough prefixes and exploration."""
 
     config: RolloutConfig
@@ -230,7 +206,7 @@ class RolloutJob:
         """The policy checkpoint was resolved (and checked) by ``rollout`` already."""
 
     def build(self) -> Any:
-        from mpr.engine import make_engine
+        from mpr.lm.backends import make_engine
 
         return make_engine(self.config.model) if self.config.is_llm else None
 
@@ -240,7 +216,9 @@ class RolloutJob:
             batch = [it.task for it in items if it.repeat == k]
             walkthroughs = {t.id: load_walkthrough(t) for t in batch} if config.reset_half > 0 else {}
             prefixes = {t.id: reset_prefix(config, t.id, k, len(walkthroughs.get(t.id, ()))) for t in batch}
-            planner = RolloutPlanner(build_rollout_policy(config, k, engine), prefixes, walkthroughs,
+            policy = rollout_policy(config.policy, config.seed + k, config.env.data_dir, engine, config.temperature,
+                                    config.steer_prob)
+            planner = RolloutPlanner(policy, prefixes, walkthroughs,
                                      config.epsilon, config.seed + k)
             for result in iter_episodes(env, planner, batch, seed=config.seed + k, record_admissible=True):
                 prefix = min(prefixes.get(result.task_id, 0), result.num_actions)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from training.common import encode, pad_right
+from mpr.training.common import encode, pad_right
 
 IGNORE = -100
 

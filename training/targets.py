@@ -18,9 +18,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from mpr.training.rollout import transitions
+
 from mpr.core import State
-from mpr.episodes import EpisodeResult
-from training.rollout import transitions
+from mpr.run.episodes import EpisodeResult
 
 
 @dataclass(frozen=True)

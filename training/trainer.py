@@ -36,7 +36,7 @@ class TrainConfig:
     base: the model to start from ("tiny", "default", a model dir or a checkpoint dir).
     lora: train LoRA adapters (rank ``lora_r``) instead of all weights; merged when saved.
     epochs / max_steps: length (max_steps > 0 wins). lr decays linearly to 10% after warmup.
-    max_length: tokens per example (oldest turns are dropped to fit, see mpr.prompts).
+    max_length: tokens per example (oldest turns are dropped to fit, see mpr.lm.prompts).
     val_fraction: share of games held out (by a hash of the task id) for validation metrics.
     val_examples: at most this many held-out examples are decoded/ranked for metrics.
     gamma: discount of AgentPRM / InversePRM targets. dpo_beta: the DPO KL-anchor strength.

@@ -2,13 +2,13 @@
 
 Examples are every transition (state, action -> observation) of the given rollouts and
 demonstrations, merged by (state, action) (the games are deterministic, so a pair always leads to
-the same observation). The prompt is :func:`mpr.prompts.world_prompt`; only the observation tokens
+the same observation). The prompt is :func:`mpr.lm.prompts.world_prompt`; only the observation tokens
 (and the end-of-turn token) carry loss.
 
 Metrics on held-out transitions — ``--val-rollouts`` (e.g. walkthroughs of valid_seen), or else
 held-out train games: exact match of the greedy prediction with the real observation, and match
 of the parsed facts (location, objects seen, inventory changes, open/closed; see
-:mod:`worldmodel.facts`).
+:mod:`mpr.worldmodel.facts`).
 """
 
 from __future__ import annotations
@@ -18,18 +18,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mpr.errors import MprError
-from training.common import (
+from mpr.training.common import (
     finished,
     load_model,
     split_by_game,
     spread,
     train_and_save,
 )
-from training.rollout import Transition, load_rollouts, transitions
-from training.sft import example, sft_loss
-from training.trainer import TrainConfig
-from worldmodel.facts import facts_match
+from mpr.training.rollout import Transition, load_rollouts, transitions
+from mpr.training.sft import example, sft_loss
+from mpr.training.trainer import TrainConfig
+from mpr.worldmodel.facts import facts_match
+
+from mpr.errors import MprError
 
 
 def world_transitions(episodes: Sequence[Any]) -> list[Transition]:
@@ -44,7 +45,7 @@ def world_transitions(episodes: Sequence[Any]) -> list[Transition]:
 def train_world(rollouts: Sequence[str], out: Path, config: TrainConfig, val_rollouts: Sequence[str] = (),
                 progress: bool = True, echo: Callable[[str], None] = print,
                 stop_after: int | None = None) -> dict[str, Any]:
-    from mpr.prompts import ChatFormat, world_prompt
+    from mpr.lm.prompts import ChatFormat, world_prompt
 
     header = {"stage": "world", "rollouts": [str(Path(r).resolve()) for r in rollouts],
               "val_rollouts": [str(Path(r).resolve()) for r in val_rollouts]}
@@ -80,9 +81,10 @@ def train_world(rollouts: Sequence[str], out: Path, config: TrainConfig, val_rol
 
 def evaluate_world(model_dir: str, val: Sequence[Transition], config: TrainConfig) -> dict[str, Any]:
     """Greedy predictions for held-out transitions vs the real observations (one batched call)."""
-    from mpr.engine import EngineConfig
-    from mpr.hf_engine import HFEngine
-    from worldmodel.llm import LLMWorldModel
+    from mpr.worldmodel.llm import LLMWorldModel
+
+    from mpr.lm.engine import EngineConfig
+    from mpr.lm.hf_engine import HFEngine
 
     if not val:
         return {"val_transitions": 0}

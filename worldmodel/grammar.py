@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import re
 
+from mpr.worldmodel.facts import ARRIVE, PICK, items
+
 from mpr.core import State
-from worldmodel.facts import ARRIVE, PICK, items
 
 _ON_IN = re.compile(r"(?:on|in) the ([a-z]+ \d+), you see (.+?)(?:\.|$)")
 _IN_IT = re.compile(r"(?:you open the|the) ([a-z]+ \d+) is open\. in it, you see (.+?)(?:\.|$)")

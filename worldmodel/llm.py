@@ -2,7 +2,7 @@
 
 ``predict(states, actions)[i]`` is the observation the game would print after ``actions[i]`` in
 ``states[i]`` — one greedy ``Engine.generate`` call for the whole batch. Prompts come from
-:func:`mpr.prompts.world_prompt`, so siblings (same state, different actions) share a prefix.
+:func:`mpr.lm.prompts.world_prompt`, so siblings (same state, different actions) share a prefix.
 An empty output becomes "Nothing happens." (what the game says to an action it ignores) and is
 counted in ``empty_outputs``.
 """
@@ -13,8 +13,8 @@ import logging
 from collections.abc import Sequence
 
 from mpr.core import State, check_aligned
-from mpr.engine import Engine, EngineConfig, SamplingConfig
-from mpr.prompts import ChatFormat, world_prompt
+from mpr.lm.engine import Engine, EngineConfig, SamplingConfig, tokenizer_of
+from mpr.lm.prompts import ChatFormat, world_prompt
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +24,28 @@ EMPTY_FALLBACK = "Nothing happens."
 class LLMWorldModel:
     def __init__(self, engine: Engine, max_new_tokens: int = 96):
         self.engine = engine
-        self.chat = ChatFormat.from_tokenizer(getattr(engine, "tokenizer", None))
+        self.chat = ChatFormat.from_tokenizer(tokenizer_of(engine))
         self.sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens, stop=("<|im_end|>", "\n"))
         self.empty_outputs = 0
         self.predictions = 0
+
+    def counters(self) -> dict[str, int]:
+        return {"empty_outputs": self.empty_outputs, "predictions": self.predictions}
+
+    def outcomes(self, states: Sequence[State], actions: Sequence[str],
+                 observations: Sequence[str]) -> list[tuple[tuple[str, ...], bool]]:
+        """The commands admissible after each predicted step, rebuilt from the text by ALFWorld's
+        grammar (:mod:`mpr.worldmodel.grammar`); a learned model never knows that a game is won."""
+        from mpr.worldmodel.grammar import next_admissible
+
+        return [(next_admissible(s, a, o), False) for s, a, o in zip(states, actions, observations)]
 
     @classmethod
     def from_checkpoint(cls, path: str, engine: EngineConfig | None = None) -> LLMWorldModel:
         import dataclasses
 
-        from mpr.checkpoints import load_checkpoint
-        from mpr.engine import make_engine
+        from mpr.lm.backends import make_engine
+        from mpr.lm.checkpoints import load_checkpoint
 
         ckpt = load_checkpoint(path, "world", flag="--world")
         config = dataclasses.replace(engine or EngineConfig(), model=str(ckpt.path))

@@ -14,8 +14,8 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
+from mpr.alfworld.env import AlfworldGame, EnvConfig
 from mpr.core import State, TimeStep
-from mpr.env import AlfworldGame, EnvConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ class OracleWorldModel:
         self.steps = 0
         self.resets = 0
         self.failures = 0
+
+    def counters(self) -> dict[str, int]:
+        return {"failures": self.failures}
 
     def predict(self, states: Sequence[State], actions: Sequence[str]) -> list[str]:
         if len(states) != len(actions):

@@ -9,8 +9,9 @@ Three batched verbs; lists in, aligned lists out:
   never merges across the boundary.
 * ``value(texts)`` -> ``list[float]``: the scalar head of a value model (num_labels=1), fp32.
 
-Implementations: ``mpr.hf_engine.HFEngine`` (default) and ``mpr.vllm_engine.VLLMEngine``
-(the only module that imports vllm). ``make_engine`` picks one.
+Implementations: ``mpr.lm.hf_engine.HFEngine`` (default) and ``mpr.lm.vllm_engine.VLLMEngine``
+(the only module that imports vllm). ``mpr.lm.backends.make_engine`` picks one: this module
+imports neither backend, so the backends depend on it and not the other way round.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ class EngineConfig:
     dtype: "bf16", "fp32", or "auto" (bf16 on AMX/bf16-capable CPUs and on GPUs, else fp32).
         Value heads always run in fp32.
     threads: torch intra-op threads (pin it: on a shared machine torch's default can be 50x slower).
-    batch_size: rows per forward pass. max_length: prompt tokens kept (see ``mpr.prompts``).
+    batch_size: rows per forward pass. max_length: prompt tokens kept (see ``mpr.lm.prompts``).
     device: "cpu", "cuda", or "auto".
-    vllm_memory_fraction: share of RAM (CPU) / GPU memory a vLLM engine may reserve for its KV cache.
+    vllm_memory_fraction: on a GPU, the share of its memory a vLLM engine may reserve (summed over
+        the engines of a process).
+    vllm_kv_tokens: on a CPU, the tokens a vLLM engine's KV cache holds; its size in bytes follows
+        from the model's shape (layers x KV heads x head dim x dtype), not from the machine's RAM.
     """
 
     model: str = "default"
@@ -57,9 +61,11 @@ class EngineConfig:
     max_length: int = 1024
     device: str = "auto"
     vllm_memory_fraction: float = 0.25
+    vllm_kv_tokens: int = 32768
 
     def __post_init__(self) -> None:
         require(0 < self.vllm_memory_fraction < 1, "vllm_memory_fraction must be in (0, 1)")
+        require(self.vllm_kv_tokens >= 256, f"vllm_kv_tokens must be >= 256, got {self.vllm_kv_tokens}")
         require(self.backend in BACKENDS, f"backend must be one of {BACKENDS}, got {self.backend!r}")
         require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         require(self.threads >= 0, f"threads must be >= 0 (0: default), got {self.threads}")
@@ -127,6 +133,26 @@ class Engine(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
+@runtime_checkable
+class HasTokenizer(Protocol):
+    """An engine that exposes its HF tokenizer (prompts use its chat template when it has one)."""
+
+    tokenizer: Any
+
+
+@runtime_checkable
+class GroupedValues(Protocol):
+    """An engine that values many continuations of one shared prefix with one encoding of it:
+    ``value_groups(prefixes, continuations)[i][k]`` is the value of ``prefixes[i] + continuations[i][k]``."""
+
+    def value_groups(self, prefixes: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[float]]: ...
+
+
+def tokenizer_of(engine: Any) -> Any:
+    """The engine's tokenizer, or None for engines without one."""
+    return engine.tokenizer if isinstance(engine, HasTokenizer) else None
+
+
 class TokenizerMixin:
     """What both engines do with their HF tokenizer, and the score verb's argument contract."""
 
@@ -181,19 +207,3 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
         if i != -1:
             cut = min(cut, i)
     return text[:cut]
-
-
-def make_engine(config: EngineConfig) -> Engine:
-    """The engine for ``config.backend`` ("auto": vLLM when importable, else HF)."""
-    backend = config.backend
-    if backend == "auto":
-        import importlib.util
-
-        backend = "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
-    if backend == "vllm":
-        from mpr.vllm_engine import VLLMEngine
-
-        return VLLMEngine(config)
-    from mpr.hf_engine import HFEngine
-
-    return HFEngine(config)

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from mpr.env import default_cache_dir
+from mpr.alfworld.env import default_cache_dir
 from mpr.errors import MprError
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def build_tiny(
     out = out or tiny_model_dir()
     quiet_transformers()
     if texts is None:
-        from mpr.data import iter_game_files, require_games_root
+        from mpr.alfworld.data import iter_game_files, require_games_root
 
         texts = alfworld_corpus(iter_game_files(require_games_root(), "valid_train"))
     tok = Tokenizer(models.BPE())
@@ -217,5 +217,5 @@ def build_tiny(
     torch.manual_seed(seed)
     model = (LlamaForSequenceClassification if value_head else LlamaForCausalLM)(config)
     _save_atomically(out, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)),
-                     {"source": "mpr.models.build_tiny", "seed": seed, "value_head": value_head})
+                     {"source": "mpr.lm.weights.build_tiny", "seed": seed, "value_head": value_head})
     return out

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mpr.config import require
-from mpr.core import State
-from mpr.engine import Engine, SamplingConfig
-from mpr.prompts import ChatFormat, action_continuation, parse_action, policy_prompt
+from mpr.core import FALLBACK_ACTION, State
+from mpr.lm.engine import Engine, SamplingConfig, tokenizer_of
+from mpr.lm.prompts import ChatFormat, action_continuation, parse_action, policy_prompt
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,14 @@ class LLMPolicy:
     def __init__(self, engine: Engine, config: PolicyConfig = PolicyConfig()):
         self.engine = engine
         self.config = config
-        self.chat = ChatFormat.from_tokenizer(getattr(engine, "tokenizer", None))
+        self.chat = ChatFormat.from_tokenizer(tokenizer_of(engine))
         self.parse_misses = 0
         self.parsed = 0
         self.steered = 0
         self._calls = 0
+
+    def counters(self) -> dict[str, int]:
+        return {"parse_misses": self.parse_misses, "parsed": self.parsed}
 
     def prompt(self, state: State, mode: str) -> str:
         return policy_prompt(state, self.chat, mode, self.engine.count_tokens, self.engine.config.max_length,
@@ -135,6 +138,6 @@ class LLMPolicy:
                 if not parsed.matched:
                     self.parse_misses += 1
                     log.debug("unparsable policy output for %s: %r", s.task_id, g.text[:80])
-                acts.append(parsed.action or "look")
+                acts.append(parsed.action or FALLBACK_ACTION)
             out.append(acts)
         return out

@@ -2,7 +2,7 @@
 
 One ``Engine.value`` call per ``score`` call. AgentPRM checkpoints (kind ``prm``) output
 sigmoid(logit) in [0, 1] (a discounted success estimate); InversePRM checkpoints output the raw
-logit Q(s, a). Inputs are rendered by :func:`mpr.prompts.prm_text`.
+logit Q(s, a). Inputs are rendered by :func:`mpr.lm.prompts.prm_text`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from mpr.core import Scorer, State, check_aligned
-from mpr.engine import Engine, EngineConfig, regroup
-from mpr.prompts import JUDGE_ANSWERS, ChatFormat, judge_prompt, prm_text
+from mpr.core import FALLBACK_ACTION, Scorer, State, check_aligned
+from mpr.lm.engine import Engine, EngineConfig, GroupedValues, regroup, tokenizer_of
+from mpr.lm.prompts import JUDGE_ANSWERS, ChatFormat, judge_prompt, prm_text
 
 
 class PRMScorer:
@@ -25,8 +25,8 @@ class PRMScorer:
     def from_checkpoint(cls, path: str, engine: EngineConfig | None = None) -> PRMScorer:
         import dataclasses
 
-        from mpr.checkpoints import SCORER_KINDS, load_checkpoint
-        from mpr.engine import make_engine
+        from mpr.lm.backends import make_engine
+        from mpr.lm.checkpoints import SCORER_KINDS, load_checkpoint
 
         ckpt = load_checkpoint(path, *SCORER_KINDS, flag="--prm")
         config = dataclasses.replace(engine or EngineConfig(), model=str(ckpt.path))
@@ -44,11 +44,10 @@ class PRMScorer:
     def _values(self, texts: list[str], actions: Sequence[str]) -> list[float]:
         """Value-head outputs; siblings (same state, different actions) share one encoding of the state
         when the engine can do it (``value_groups``), else every text is encoded in full."""
-        grouped = getattr(self.engine, "value_groups", None)
-        if grouped is None or not self.share_prefix:
+        if not isinstance(self.engine, GroupedValues) or not self.share_prefix:
             return self.engine.value(texts)
         prefixes, conts, where = split_shared(texts, actions)
-        values = grouped(prefixes, conts)
+        values = self.engine.value_groups(prefixes, conts)
         return [values[g][k] for g, k in where]
 
 
@@ -59,7 +58,7 @@ class JudgeScorer:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.chat = ChatFormat.from_tokenizer(getattr(engine, "tokenizer", None))
+        self.chat = ChatFormat.from_tokenizer(tokenizer_of(engine))
 
     def score(self, states: Sequence[State], actions: Sequence[str]) -> list[float]:
         if len(states) != len(actions):
@@ -111,13 +110,16 @@ class ScorerPolicy:
         self.scorer = scorer
         self.fallbacks = 0
 
+    def counters(self) -> dict[str, int]:
+        return {"fallbacks": self.fallbacks}
+
     def propose(self, states: Sequence[State], n: int = 1) -> list[list[str]]:
         scores = score_candidates(self.scorer, states, [s.admissible for s in states])
         out = []
         for s, sc in zip(states, scores):
             if not sc:
                 self.fallbacks += 1
-                out.append(["look"] * n)
+                out.append([FALLBACK_ACTION] * n)
             else:  # best first; ties keep the admissible order
                 order = sorted(range(len(sc)), key=lambda k: (-sc[k], k))
                 out.append([s.admissible[k] for k in order[:n]])

@@ -13,6 +13,8 @@ from typing import Any
 import click
 
 from mpr.errors import MprError
+from mpr.lm.engine import BACKENDS, DTYPES
+from mpr.planners.config import PLANNERS
 
 
 class _Group(click.Group):
@@ -53,7 +55,7 @@ def data() -> None:
               help="Where to install (default: $ALFWORLD_DATA or ~/.cache/alfworld).")
 def data_prepare(source: str | None, data_dir: str | None) -> None:
     """Install the json_2.1.1 games, verify split counts, add what the expert needs. Idempotent."""
-    from mpr import data as mdata
+    from mpr.alfworld import data as mdata
 
     counts = mdata.prepare(source, data_dir, log=click.echo)
     root = mdata.games_root(data_dir)
@@ -67,7 +69,7 @@ def data_prepare(source: str | None, data_dir: str | None) -> None:
 @click.option("--data-dir", type=click.Path(), default=None)
 def tasks_cmd(split: str, task_type: str | None, limit: int | None, data_dir: str | None) -> None:
     """List task ids of a split (what --task accepts)."""
-    from mpr.data import list_tasks
+    from mpr.alfworld.data import list_tasks
 
     for t in list_tasks(split, data_dir, task_type, limit):
         click.echo(t.id)
@@ -90,8 +92,8 @@ def model_options(fn: Any) -> Any:
         click.option("--policy-mode", type=click.Choice(["score", "score-sample", "sample"]), default="score",
                      show_default=True, help="score: rank admissible actions by log-prob (top-N); score-sample: "
                      "draw from softmax(log-prob/T); sample: generate and parse REASON/ACTION."),
-        click.option("--backend", type=click.Choice(["hf", "vllm", "auto"]), default="hf", show_default=True),
-        click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True),
+        click.option("--backend", type=click.Choice(BACKENDS), default="hf", show_default=True),
+        click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True),
         click.option("--threads", type=int, default=0, help="torch threads (0: $MPR_THREADS or the core count)."),
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option("--policy", "policy_ckpt", type=click.Path(), default=None,
@@ -102,7 +104,7 @@ def model_options(fn: Any) -> Any:
         click.option("--world", type=click.Path(), default=None,
                      help="A world-model checkpoint (`mpr train world`) for beam/mcts (default: the base model "
                           "zero-shot); with greedy, its prediction is printed beside every real observation."),
-        click.option("--planner", type=click.Choice(["greedy", "best-of-n", "beam", "mcts"]), default="greedy",
+        click.option("--planner", type=click.Choice(PLANNERS), default="greedy",
                      show_default=True, help="How each real step is decided."),
         click.option("--oracle-world", is_flag=True,
                      help="Simulate with the real game instead of a world model (an upper bound for ablations)."),
@@ -128,7 +130,7 @@ _PLANNER_FLAGS = ("n", "width", "depth", "candidates", "aggregate", "simulations
 
 
 def _planner_config(planner: str, oracle_world: bool, no_cache: bool, **flags: Any) -> Any:
-    from planners.build import PlannerConfig, with_overrides
+    from mpr.planners.config import PlannerConfig, with_overrides
 
     config = PlannerConfig(name=planner, world="oracle" if oracle_world else "learned", cache=not no_cache)
     return with_overrides(config, **{k: flags[k] for k in _PLANNER_FLAGS})
@@ -136,8 +138,8 @@ def _planner_config(planner: str, oracle_world: bool, no_cache: bool, **flags: A
 
 def _model_configs(model: str, policy_mode: str, backend: str, dtype: str, threads: int, batch_size: int,
                    **_other_flags: Any) -> Any:
-    from mpr.engine import EngineConfig
-    from mpr.policy import PolicyConfig
+    from mpr.learned.policy import PolicyConfig
+    from mpr.lm.engine import EngineConfig
 
     return (EngineConfig(model=model, backend=backend, dtype=dtype, threads=threads, batch_size=batch_size),
             PolicyConfig(mode=policy_mode))
@@ -165,7 +167,7 @@ def executor_options(fn: Any) -> Any:
 
 def _executor_config(executor: str, ray_address: str | None, ray_actors: int, ray_slots: int,
                      ray_cpus: int | None, ray_gpus_per_actor: float) -> Any:
-    from mpr.executor import ExecutorConfig
+    from mpr.run.executor import ExecutorConfig
 
     return ExecutorConfig(kind=executor, address=ray_address, actors=ray_actors, slots=ray_slots, cpus=ray_cpus,
                           gpus_per_actor=ray_gpus_per_actor)
@@ -194,8 +196,8 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
              workers: int, seed: int, max_actions: int, data_dir: str | None, no_progress: bool,
              **model_flags: Any) -> None:
     """Run episodes on a split and report success per task type."""
-    from mpr.env import EnvConfig
-    from mpr.evaluation import EvalConfig, evaluate
+    from mpr.alfworld.env import EnvConfig
+    from mpr.run.evaluation import EvalConfig, evaluate
 
     executor = _pop_executor(model_flags)
     engine, policy = _model_configs(**model_flags)
@@ -219,14 +221,15 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
 def plan_cmd(task: str, agent: str, seed: int, max_actions: int, data_dir: str | None, tree_out: str | None,
              **model_flags: Any) -> None:
     """Run one episode and print each real step with the planner's alternatives."""
-    from mpr.env import EnvConfig
-    from mpr.evaluation import play
+    from mpr.alfworld.env import EnvConfig
+    from mpr.run.evaluation import EvalConfig, play
 
     engine, policy = _model_configs(**model_flags)
-    play(task, agent, seed, EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=_uses_expert(agent, model_flags)),
-         echo=click.echo, model=engine, policy_config=policy, policy_ckpt=model_flags["policy_ckpt"],
-         prm=model_flags["prm"], world=model_flags["world"], planner=_planner_config(**_pick(model_flags)),
-         tree_out=tree_out)
+    env = EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=_uses_expert(agent, model_flags))
+    config = EvalConfig(agent=agent, seed=seed, env=env, model=engine, policy=policy,
+                        policy_ckpt=model_flags["policy_ckpt"], prm=model_flags["prm"], world=model_flags["world"],
+                        planner=_planner_config(**_pick(model_flags)))
+    play(task, config, echo=click.echo, tree_out=tree_out)
 
 
 def _uses_expert(agent: str | None, flags: dict[str, Any]) -> bool:
@@ -257,7 +260,7 @@ def bench_cmd(recipe: str, out: str | None, no_progress: bool, arms: str | None,
     writes summary.json, report.md, episodes.jsonl and plots."""
     import dataclasses
 
-    from mpr.benchmark import load_recipe, run_bench
+    from mpr.app.benchmark import load_recipe, run_bench
 
     config = load_recipe(recipe)
     if threads is not None:
@@ -273,8 +276,8 @@ def bench_cmd(recipe: str, out: str | None, no_progress: bool, arms: str | None,
 def engine_options(fn: Any) -> Any:
     """Flags that run a model whose weights come from elsewhere (a checkpoint)."""
     options = [
-        click.option("--backend", type=click.Choice(["hf", "vllm", "auto"]), default="hf", show_default=True),
-        click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True),
+        click.option("--backend", type=click.Choice(BACKENDS), default="hf", show_default=True),
+        click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True),
         click.option("--threads", type=int, default=0, help="torch threads (0: $MPR_THREADS or the core count)."),
         click.option("--batch-size", type=int, default=16, show_default=True),
     ]
@@ -311,9 +314,9 @@ def rollout_cmd(policy: str, split: str, limit: int | None, task_type: str | Non
                 max_actions: int, data_dir: str | None, out: str, no_progress: bool, backend: str, dtype: str,
                 threads: int, batch_size: int, **executor_flags: Any) -> None:
     """Roll out a policy K times per game and record every transition (append-only, resumable)."""
-    from mpr.engine import EngineConfig
-    from mpr.env import EnvConfig
-    from training.rollout import RolloutConfig, rollout
+    from mpr.alfworld.env import EnvConfig
+    from mpr.lm.engine import EngineConfig
+    from mpr.training.rollout import RolloutConfig, rollout
 
     config = RolloutConfig(policy=policy, split=split, limit=limit, task_type=task_type, repeats=repeats,
                            temperature=temperature, epsilon=epsilon, reset_half=reset_half, steer_prob=steer_prob,
@@ -342,7 +345,7 @@ def train_options(fn: Any) -> Any:
 
 
 def _train_config(stage: str, preset: str, config_file: str | None, overrides: tuple[str, ...]) -> Any:
-    from training.common import load_train_config
+    from mpr.training.common import load_train_config
 
     return load_train_config(stage, preset, config_file, overrides)
 
@@ -381,34 +384,18 @@ def train_prm(rollouts: tuple[str, ...], objective: str, demos: tuple[str, ...],
 
     config = _train_config("prm", preset, config_file, overrides)
     if objective == "agentprm":
-        from training.prm import train_agentprm
+        from mpr.training.prm import train_agentprm
 
         meta = train_agentprm(rollouts, Path(out), config, shaping_ref, not no_progress, click.echo)
     else:
         if not demos or not policy_name:
             raise MprError("--objective inverse needs --demos (expert rollouts) and --policy (the current policy)")
-        from training.prm import train_inverse
+        from mpr.compose import next_action_policy
+        from mpr.training.prm import train_inverse
 
-        meta = train_inverse(demos, rollouts, _next_action_policy(policy_name, config), policy_name, Path(out),
+        meta = train_inverse(demos, rollouts, next_action_policy(policy_name, config), policy_name, Path(out),
                              config, not no_progress, click.echo)
     _report(meta)
-
-
-def _next_action_policy(name: str, config: Any) -> Any:
-    """a' ~ π(s') for InversePRM: a builtin random policy or a policy checkpoint (score-sample)."""
-    from mpr.agents import make_policy
-    from mpr.errors import MprError
-
-    if name == "random":
-        policy = make_policy("random", config.seed)
-    elif name in ("expert", "walkthrough"):
-        raise MprError("--policy must be the learner's current policy (a checkpoint dir or random), not the expert")
-    else:
-        from training.policy import sampling_policy
-        from mpr.checkpoints import load_checkpoint
-
-        policy = sampling_policy(str(load_checkpoint(name, "policy", flag="--policy").path), config, config.seed)
-    return lambda states: [p[0] for p in policy.propose(states, 1)]
 
 
 @train.command("value")
@@ -419,7 +406,7 @@ def train_value_cmd(rollouts: tuple[str, ...], out: str, preset: str, config_fil
     """Train a reference value model V_ref(s) on Monte-Carlo state values (for --shaping-ref)."""
     from pathlib import Path
 
-    from training.prm import train_value
+    from mpr.training.prm import train_value
 
     _report(train_value(rollouts, Path(out), _train_config("value", preset, config_file, overrides),
                         not no_progress, click.echo))
@@ -435,7 +422,7 @@ def train_world_cmd(rollouts: tuple[str, ...], val_rollouts: tuple[str, ...], ou
     """Train the world model: a causal LM predicting the next observation."""
     from pathlib import Path
 
-    from training.world import train_world
+    from mpr.training.world import train_world
 
     _report(train_world(rollouts, Path(out), _train_config("world", preset, config_file, overrides), val_rollouts,
                         not no_progress, click.echo))
@@ -458,7 +445,7 @@ def train_policy_cmd(method: str, demos: tuple[str, ...], rollouts: tuple[str, .
     from pathlib import Path
 
     from mpr.errors import MprError
-    from training import policy as tp
+    from mpr.training import policy as tp
 
     config = _train_config("policy", preset, config_file, overrides)
     if method == "sft":
@@ -490,7 +477,7 @@ def train_iterate_cmd(policy_ckpt: str, method: str, split: str, limit: int | No
     """One AgentPRM iteration: rollouts of the policy -> Q targets -> PRM -> improved policy. Resumable."""
     from pathlib import Path
 
-    from training.iterate import IterateConfig, iterate
+    from mpr.training.iterate import IterateConfig, iterate
 
     config = IterateConfig(policy=policy_ckpt, method=method, split=split, limit=limit, repeats=repeats,
                            reset_half=reset_half, workers=workers, seed=seed, preset=preset, config_file=config_file,
@@ -510,7 +497,7 @@ def models() -> None:
 @click.option("--tiny", is_flag=True, help="Also build the tiny from-scratch test model (seconds).")
 def models_prepare(tiny: bool) -> None:
     """Convert the embedded SmolLM2-135M-Instruct GGUF into a cached HF directory (idempotent)."""
-    from mpr import models as m
+    from mpr.lm import weights as m
 
     m.prepare_default(log_fn=click.echo)
     if tiny:

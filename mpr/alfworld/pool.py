@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from mpr.alfworld.env import AlfworldGame, EnvConfig, Reset, play_request
 from mpr.config import require
 from mpr.core import TimeStep
-from mpr.env import AlfworldGame, EnvConfig, Reset, play_request
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mpr.alfworld.data import Task
 from mpr.config import require
 from mpr.core import Env
-from mpr.data import Task
-from mpr.episodes import EpisodeResult, episode_key
 from mpr.errors import MprError
+from mpr.run.episodes import EpisodeResult, episode_key
 
 EXECUTORS = ("local", "ray")
 
@@ -135,11 +135,11 @@ def run_job(
 
 def make_env(workers: int, env_config: Any, num_tasks: int) -> Env:
     """A process pool with ``workers`` slots, or one in-process slot for ``workers=0``."""
-    from mpr.env import SerialEnv
+    from mpr.alfworld.env import SerialEnv
 
     if workers == 0:
         return SerialEnv(1, env_config)
-    from mpr.pool import EnvPool, PoolConfig
+    from mpr.alfworld.pool import EnvPool, PoolConfig
 
     return EnvPool(PoolConfig(num_workers=max(1, min(workers, num_tasks))), env_config)
 
@@ -153,7 +153,7 @@ class EpisodeActor:
     def __init__(self, job: EpisodeJob, slots: int, env_config: Any, threads: int):
         import os
 
-        from mpr.env import SerialEnv
+        from mpr.alfworld.env import SerialEnv
 
         # models with --threads 0 use $MPR_THREADS: default it to the CPUs this actor reserved,
         # not every core of the node (which its neighbours share)
@@ -219,63 +219,80 @@ def _run_on_ray(job: EpisodeJob, items: list[WorkItem], executor: ExecutorConfig
     ray = import_ray()
     started_here = connect(executor)
     on_ready()
-    remote_actor = ray.remote(num_cpus=executor.cpus_per_actor, num_gpus=executor.gpus_per_actor,
-                              max_restarts=0)(EpisodeActor)
-    made = 0
-
-    def new_actor() -> Any:
-        nonlocal made
-        handle = remote_actor.options(name=actor_name(made)).remote(job, executor.slots, job.env_config,
-                                                                     max(1, int(executor.cpus_per_actor)))
-        made += 1
-        return handle
-
-    pending = deque(items)
-    attempts: Counter[str] = Counter()
-    idle = [new_actor() for _ in range(min(executor.actors, len(items)))]
-    live = list(idle)
-    flights: dict[Any, tuple[Any, list[WorkItem], set[str]]] = {}  # stream -> (actor, chunk, keys back)
-    totals: Counter[str] = Counter()
+    run = _RayRun(ray, job, executor, items, on_result, echo)
     try:
-        while pending or flights:
-            while idle and pending:
-                actor = idle.pop()
-                chunk = [pending.popleft() for _ in range(_chunk_size(executor, len(pending), len(live)))]
-                stream = actor.run.options(num_returns="streaming").remote(chunk)
-                flights[stream] = (actor, chunk, set())
-            ready, _ = ray.wait(list(flights), num_returns=1)
-            for stream in ready:
-                actor, chunk, back = flights[stream]
-                try:
-                    result = EpisodeResult.from_json(ray.get(next(stream)))
-                except StopIteration:
-                    del flights[stream]
-                    idle.append(actor)
-                    continue
-                except ray.exceptions.RayActorError as exc:
-                    del flights[stream]
-                    if getattr(exc, "actor_init_failed", False):
-                        raise MprError(f"a Ray worker could not load the job: {_one_line(exc)}") from None
-                    live.remove(actor)
-                    lost = [it for it in chunk if it.key not in back]
-                    retry = _requeue(lost, attempts, executor.max_attempts, pending, on_result, exc)
-                    echo(f"ray: a worker died ({type(exc).__name__}); {len(retry)} unfinished episode(s) go back "
-                         f"in the queue, a new worker starts")
-                    if pending:
-                        replacement = new_actor()
-                        live.append(replacement)
-                        idle.append(replacement)
-                    continue
-                back.add(result.key)
-                on_result(result)
-        for counts in ray.get([a.counters.remote() for a in live]):
-            totals.update(counts)
-        return dict(totals)
+        return run.until_done()
     finally:
-        for actor in live:
+        for actor in run.live:
             ray.kill(actor)
         if started_here:
             ray.shutdown()
+
+
+class _RayRun:
+    """One run's actors and in-flight streams: chunks go to idle actors, each streamed episode is
+    recorded as it comes back, and a dead actor's unfinished items go back to the queue."""
+
+    def __init__(self, ray: Any, job: EpisodeJob, executor: ExecutorConfig, items: list[WorkItem],
+                 on_result: Callable[[EpisodeResult], None], echo: Callable[[str], None]):
+        self.ray, self.job, self.executor, self.on_result, self.echo = ray, job, executor, on_result, echo
+        self.remote_actor = ray.remote(num_cpus=executor.cpus_per_actor, num_gpus=executor.gpus_per_actor,
+                                       max_restarts=0)(EpisodeActor)
+        self.made = 0
+        self.pending = deque(items)
+        self.attempts: Counter[str] = Counter()
+        self.idle = [self.new_actor() for _ in range(min(executor.actors, len(items)))]
+        self.live = list(self.idle)
+        self.flights: dict[Any, tuple[Any, list[WorkItem], set[str]]] = {}  # stream -> (actor, chunk, keys back)
+
+    def new_actor(self) -> Any:
+        handle = self.remote_actor.options(name=actor_name(self.made)).remote(
+            self.job, self.executor.slots, self.job.env_config, max(1, int(self.executor.cpus_per_actor)))
+        self.made += 1
+        return handle
+
+    def until_done(self) -> dict[str, int]:
+        while self.pending or self.flights:
+            while self.idle and self.pending:
+                actor = self.idle.pop()
+                chunk = [self.pending.popleft()
+                         for _ in range(_chunk_size(self.executor, len(self.pending), len(self.live)))]
+                self.flights[actor.run.options(num_returns="streaming").remote(chunk)] = (actor, chunk, set())
+            ready, _ = self.ray.wait(list(self.flights), num_returns=1)
+            for stream in ready:
+                self.receive(stream)
+        totals: Counter[str] = Counter()
+        for counts in self.ray.get([a.counters.remote() for a in self.live]):
+            totals.update(counts)
+        return dict(totals)
+
+    def receive(self, stream: Any) -> None:
+        actor, chunk, back = self.flights[stream]
+        try:
+            result = EpisodeResult.from_json(self.ray.get(next(stream)))
+        except StopIteration:
+            del self.flights[stream]
+            self.idle.append(actor)
+            return
+        except self.ray.exceptions.RayActorError as exc:
+            del self.flights[stream]
+            self.actor_died(actor, chunk, back, exc)
+            return
+        back.add(result.key)
+        self.on_result(result)
+
+    def actor_died(self, actor: Any, chunk: list[WorkItem], back: set[str], exc: Exception) -> None:
+        if getattr(exc, "actor_init_failed", False):
+            raise MprError(f"a Ray worker could not load the job: {_one_line(exc)}") from None
+        self.live.remove(actor)
+        lost = [it for it in chunk if it.key not in back]
+        retry = _requeue(lost, self.attempts, self.executor.max_attempts, self.pending, self.on_result, exc)
+        self.echo(f"ray: a worker died ({type(exc).__name__}); {len(retry)} unfinished episode(s) go back "
+                  f"in the queue, a new worker starts")
+        if self.pending:
+            replacement = self.new_actor()
+            self.live.append(replacement)
+            self.idle.append(replacement)
 
 
 def _chunk_size(executor: ExecutorConfig, pending: int, actors: int) -> int:
@@ -316,3 +333,28 @@ def _one_line(exc: BaseException) -> str:
     # our own errors read as they would locally, without their module path
     return re.sub(r"^[\w.]*\.(MprError|ConfigError): ", "", line) or type(exc).__name__
 
+
+def run_with_progress(job: Any, items: Sequence[WorkItem], executor: ExecutorConfig, workers: int, desc: str,
+                      progress: bool, on_result: Callable[[EpisodeResult], None],
+                      echo: Callable[[str], None]) -> tuple[list[EpisodeResult], dict[str, int]]:
+    """The skeleton ``mpr eval`` and ``mpr rollout`` share: play ``items`` with ``job`` (see
+    :func:`run_job`), hand each finished episode to ``on_result`` (which records it) and show a
+    progress bar that opens once the run has started. Returns (episodes played now, in the order
+    they finished; the job's counters)."""
+    from mpr.run.progress import LazyBar
+
+    played: list[EpisodeResult] = []
+    if not items:
+        return played, {}
+    bar = LazyBar(len(items), desc, progress)
+
+    def record(result: EpisodeResult) -> None:
+        played.append(result)
+        on_result(result)
+        bar.update(won=sum(r.won for r in played), errors=sum(r.error is not None for r in played))
+
+    try:
+        totals = run_job(job, items, executor, workers, record, echo, bar.open)
+    finally:
+        bar.close()
+    return played, totals

@@ -20,18 +20,18 @@ import random
 import zlib
 from collections.abc import Sequence
 
-from mpr.core import State
-from mpr.data import load_walkthrough, resolve_task
+from mpr.alfworld.data import load_walkthrough, resolve_task
+from mpr.core import FALLBACK_ACTION, State
 from mpr.errors import MprError
 
 log = logging.getLogger(__name__)
 
-FALLBACK_ACTION = "look"
-
-
 class _CountingFallback:
     def __init__(self) -> None:
         self.fallbacks = 0
+
+    def counters(self) -> dict[str, int]:
+        return {"fallbacks": self.fallbacks}
 
     def _fallback(self, state: State, why: str) -> str:
         self.fallbacks += 1
@@ -83,7 +83,8 @@ class RandomPolicy(_CountingFallback):
         return [rng.choice(state.admissible) for _ in range(n)]
 
 
-BUILTIN_AGENTS = ("walkthrough", "expert", "random")
+REFERENCE_AGENTS = ("walkthrough", "expert", "random")
+"""The agents that need no model, by name (the bench's baselines)."""
 
 
 def make_policy(name: str, seed: int = 0, data_dir: str | None = None):
@@ -94,4 +95,4 @@ def make_policy(name: str, seed: int = 0, data_dir: str | None = None):
         return ExpertPolicy()
     if name == "random":
         return RandomPolicy(seed)
-    raise MprError(f"unknown agent {name!r}; choose one of: {', '.join(BUILTIN_AGENTS)}")
+    raise MprError(f"unknown agent {name!r}; choose one of: {', '.join(REFERENCE_AGENTS)}")

@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mpr.alfworld.data import TASK_TYPES, atomic_write_text
 from mpr.config import from_mapping, load_yaml, require, to_dict
-from mpr.data import TASK_TYPES, atomic_write_text
-from mpr.episodes import EpisodeResult, compute_totals, read_episodes
+from mpr.alfworld.agents import REFERENCE_AGENTS
 from mpr.errors import ConfigError
+from mpr.planners.config import PLANNERS
+from mpr.run.episodes import EpisodeResult, compute_totals, read_episodes
 
-BASELINES = ("walkthrough", "expert", "random")
-ARM_PLANNERS = ("greedy", "best-of-n", "beam", "mcts")
+BASELINES = REFERENCE_AGENTS  # the arms that need no model
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class ArmConfig:
     name: str = ""
 
     def __post_init__(self) -> None:
-        require(self.planner in ARM_PLANNERS, f"arm planner must be one of {ARM_PLANNERS}, got {self.planner!r}")
+        require(self.planner in PLANNERS, f"arm planner must be one of {PLANNERS}, got {self.planner!r}")
         require(self.budget >= 1, f"arm budget must be >= 1, got {self.budget}")
         if not self.name:
             object.__setattr__(self, "name", self.planner if self.planner == "greedy" else f"{self.planner}@{self.budget}")
@@ -151,13 +152,12 @@ def build_tiny_models(config: BenchConfig, out: Path, echo: Callable[[str], None
                       executor: Any = None) -> ModelsConfig:
     """Train the tiny chain (expert demos -> SFT policy, AgentPRM on the demos, world model) into
     ``out/models``; each stage is skipped when its checkpoint is already there."""
-    from training.common import load_train_config
-    from training.policy import train_policy_sft
-    from training.prm import train_agentprm
-    from training.rollout import RolloutConfig, rollout
-    from training.world import train_world
-
-    from mpr.env import EnvConfig
+    from mpr.alfworld.env import EnvConfig
+    from mpr.training.common import load_train_config
+    from mpr.training.policy import train_policy_sft
+    from mpr.training.prm import train_agentprm
+    from mpr.training.rollout import RolloutConfig, rollout
+    from mpr.training.world import train_world
 
     models = out / "models"
     demos = models / "demos"
@@ -176,10 +176,10 @@ def build_tiny_models(config: BenchConfig, out: Path, echo: Callable[[str], None
 
 def arm_eval_config(config: BenchConfig, models: ModelsConfig, arm: ArmConfig | str, executor: Any = None) -> Any:
     """The EvalConfig of one arm (a baseline name or an ArmConfig)."""
-    from mpr.engine import EngineConfig
-    from mpr.env import EnvConfig
-    from mpr.evaluation import EvalConfig
-    from planners.build import PlannerConfig, with_overrides
+    from mpr.alfworld.env import EnvConfig
+    from mpr.lm.engine import EngineConfig
+    from mpr.planners.config import PlannerConfig, with_overrides
+    from mpr.run.evaluation import EvalConfig
 
     limit = config.games_per_type * len(TASK_TYPES) if config.games_per_type else None
     common: dict[str, Any] = dict(split=config.split, limit=limit, seed=config.seed, workers=config.workers,
@@ -211,10 +211,10 @@ def run_bench(config: BenchConfig, out: str | Path, progress: bool = True,
               only: Sequence[str] | None = None) -> dict[str, Any]:
     """Run (or resume) every arm — or only the arms named in ``only`` — then write the derived
     report files over every arm recorded so far. Returns the summary.
-    ``executor`` (an ``mpr.executor.ExecutorConfig``): where episodes run; local by default.
+    ``executor`` (an ``mpr.run.executor.ExecutorConfig``): where episodes run; local by default.
     Separate processes may run different arms of one results dir at once (each arm has its own
     record file; the models are built before, or found already built)."""
-    from mpr.evaluation import evaluate
+    from mpr.run.evaluation import evaluate
 
     chosen = select_arms(config, only)
     out = Path(out)

@@ -12,6 +12,7 @@ the same file skips what is already there.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections import defaultdict
@@ -20,9 +21,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mpr.alfworld.data import TASK_TYPES, Task
+from mpr.alfworld.env import Reset
 from mpr.core import Env, Planner, State, TimeStep, Turn, check_aligned
-from mpr.data import TASK_TYPES, Task
-from mpr.env import Reset
 from mpr.errors import MprError
 
 
@@ -85,16 +86,47 @@ def episode_key(task_id: str, repeat: int = 0) -> str:
     return task_id if repeat == 0 else f"{task_id}#{repeat}"
 
 
-def record_content(record: dict[str, Any], places: int = 5) -> dict[str, Any]:
-    """An episode record without what depends on the wall clock or on which episodes shared a
-    batched model call: timings, token counts (a batched call's tokens are split over its episodes
-    by requests) and value digits past ``places`` (padding in a batch moves float sums by ~1e-6).
-    Two runs of the same settings agree on this whichever executor or worker count played them."""
-    d = {k: v for k, v in record.items() if k not in ("seconds", "env_seconds", "plan_seconds")}
-    d["values"] = [round(v, places) for v in d.get("values", [])]
-    d["compute"] = {k: v for k, v in d.get("compute", {}).items()
-                    if k not in ("model_seconds", "prompt_tokens", "generated_tokens")}
+# Values (log-probs, PRM scores) of the same episode move with the batch layout it was played in
+# (which episodes shared a batched call, hence the padding and the order of float sums), so runs are
+# compared on values within a tolerance and on everything discrete exactly. Measured with tiny models
+# (bench/value_noise.py: summed candidate log-probs, one batch vs one prompt per call vs reversed):
+# fp32 moves them by ~1e-6 on every Intel Xeon seen; bf16 (``dtype: auto`` picks it where the CPU has
+# AVX512-BF16 or AMX) by up to 4e-4 on an AMD EPYC (values ~14, a Ray-vs-pool eval) and by up to 2.0e-3
+# (relative 5.8e-5, values ~40) on an Intel Xeon with AMX (docs/results/value-noise/). The tolerance
+# is 2.5x the largest absolute and 17x the largest relative figure.
+VALUE_REL_TOL = 1e-3
+VALUE_ABS_TOL = 5e-3
+_UNEVEN_COMPUTE = ("seconds", "model_seconds", "prompt_tokens", "generated_tokens")
+
+
+def record_content(record: dict[str, Any]) -> dict[str, Any]:
+    """An episode record's discrete content: everything but what depends on the wall clock or on
+    which episodes shared a batched model call (timings, a batched call's tokens split over its
+    episodes by requests, and the float ``values``; compare those with :func:`values_agree`).
+    Two runs of the same settings agree on it exactly whichever executor or worker count played them."""
+    d = {k: v for k, v in record.items() if k not in ("seconds", "env_seconds", "plan_seconds", "values")}
+    d["compute"] = {k: v for k, v in d.get("compute", {}).items() if k not in _UNEVEN_COMPUTE}
     return d
+
+
+def values_agree(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two episodes' value lists match within what batch layouts move them by (above)."""
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=VALUE_REL_TOL, abs_tol=VALUE_ABS_TOL)
+                                    for x, y in zip(a, b))
+
+
+def record_differences(a: dict[Any, dict[str, Any]], b: dict[Any, dict[str, Any]]) -> list[str]:
+    """What differs between two runs' episode records (each keyed alike, e.g. by task and repeat):
+    discrete content exactly, values within tolerance. Empty when the runs agree."""
+    if a.keys() != b.keys():
+        return [f"episodes only in one run: {sorted(map(str, a.keys() ^ b.keys()))}"]
+    out = []
+    for key in a:
+        if record_content(a[key]) != record_content(b[key]):
+            out.append(f"{key}: records differ beyond values and timings")
+        elif not values_agree(a[key].get("values", []), b[key].get("values", [])):
+            out.append(f"{key}: values {a[key].get('values')} vs {b[key].get('values')}")
+    return out
 
 
 def read_episodes(path: Path) -> tuple[dict[str, Any], dict[str, EpisodeResult]]:

@@ -13,7 +13,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from mpr.engine import (
+from mpr.errors import MprError
+from mpr.lm.engine import (
     ContinuationScore,
     EngineConfig,
     EngineStats,
@@ -24,8 +25,7 @@ from mpr.engine import (
     regroup,
     truncate_at_stop,
 )
-from mpr.errors import MprError
-from mpr.models import quiet_transformers, resolve_model
+from mpr.lm.weights import quiet_transformers, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,11 @@ class HFEngine(TokenizerMixin):
 
     The causal LM and the value model load lazily on first use of a verb that needs
     them; a value-model directory (``*ForSequenceClassification``) only serves ``value``.
+    ``lm``: a causal LM already in memory (e.g. the weights being trained) to serve instead of
+    loading one from ``config.model``, which then supplies the tokenizer only.
     """
 
-    def __init__(self, config: EngineConfig | None = None):
+    def __init__(self, config: EngineConfig | None = None, lm: Any = None):
         import torch
 
         config = config or EngineConfig()
@@ -61,7 +63,7 @@ class HFEngine(TokenizerMixin):
         self.device = "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.tokenizer = self._load_tokenizer()
-        self._lm: Any = None
+        self._lm: Any = lm
         self._value_model: Any = None
 
     # -- loading -----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Real ALFWorld games through TextWorld's PDDL engine (alfworld 0.4.2).
 
 ``AlfworldGame`` plays one game in this process. ``SerialEnv`` holds several
-of them behind the batched :class:`mpr.core.Env` interface; ``mpr.pool.EnvPool``
+of them behind the batched :class:`mpr.core.Env` interface; ``mpr.alfworld.pool.EnvPool``
 offers the same interface with one worker process per slot.
 
 Text conventions: the reset text ``-= Welcome to TextWorld, ALFRED! =-\\n\\n<room>\\n\\nYour task is to: <goal>``
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mpr.alfworld.data import Task, ensure_traj_data, read_game_json, resolve_task
 from mpr.config import require
 from mpr.core import MAX_EPISODE_ACTIONS, TimeStep
-from mpr.data import Task, ensure_traj_data, read_game_json, resolve_task
 from mpr.errors import GameFileError, MprError
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class AlfworldGame:
             AlfredInfos,
         )
 
-        from mpr import speedups
+        from mpr.alfworld import speedups
 
         speedups.install(self.config.parse_cache, self.config.pddl_cache, self.config.pddl_cache_dir)
         wrappers: list[Any] = [AlfredDemangler(shuffle=False), AlfredInfos]

@@ -1,0 +1,192 @@
+"""The composition root: the one place components are built from names, configs and checkpoints.
+
+Every policy, world model, scorer and planner that mpr runs is made here, and nowhere else:
+
+* :func:`build_policy` — a reference agent by name, the LLM policy over a base model or a trained
+  policy checkpoint, or the policy that ranks admissible actions by a trained PRM;
+* :func:`build_models` — the world model and scorer a planner needs: the trained ones from
+  checkpoints, else the base model zero-shot (judge / world prompt); ``world="oracle"`` is the real
+  game (an upper bound for ablations, never a default);
+* :func:`make_planner` / :func:`build_planner` — a planner by name over those models;
+* :func:`rollout_policy`, :func:`sampling_policy`, :func:`next_action_policy` — the policies the
+  training stages roll out, sample from and take a' ~ π(s') from.
+
+It sits above the components (``mpr.alfworld``, ``mpr.lm``, ``mpr.learned``, ``mpr.worldmodel``,
+``mpr.planners``) and below what runs them (``mpr.run``, ``mpr.training``, ``mpr.app``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mpr.alfworld.agents import REFERENCE_AGENTS, make_policy
+from mpr.config import require
+from mpr.core import Closable, Counted, EngineBacked, Planner, Policy, Scorer, State, WorldModel
+from mpr.errors import MprError
+from mpr.planners.config import NEEDS_SCORER, NEEDS_WORLD, PLANNERS, PlannerConfig
+
+AGENTS = REFERENCE_AGENTS + ("llm", "policy", "prm")
+"""What ``--agent`` accepts besides a planner name."""
+
+
+def split_agent(agent: str | None, policy_ckpt: str | None, planner: PlannerConfig) -> tuple[str, PlannerConfig]:
+    """``--agent beam`` (any planner name) is shorthand for ``--planner beam`` with the trained
+    policy (``--policy``) or else the base LLM proposing. No agent: the trained policy when given,
+    else the LLM for planners and the handcoded expert for greedy. Other agents pass through."""
+    if agent is None:
+        return ("policy" if policy_ckpt else "llm" if planner.name != "greedy" else "expert"), planner
+    if agent in PLANNERS:
+        return ("policy" if policy_ckpt else "llm"), dataclasses.replace(planner, name=agent)
+    return agent, planner
+
+
+def check_agent(agent: str, policy_ckpt: str | None = None, prm: str | None = None) -> None:
+    require(agent in AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS + PLANNERS)}")
+    require(agent != "policy" or policy_ckpt is not None, "--agent policy needs --policy CKPT (a trained policy)")
+    require(agent != "prm" or prm is not None, "--agent prm needs --prm CKPT (a trained PRM)")
+
+
+def build_policy(agent: str, seed: int, data_dir: str | None, model: Any, policy: Any,
+                 policy_ckpt: str | None = None, prm: str | None = None) -> Policy:
+    """A reference policy by name; the LLM policy over the default/given model (``llm``) or a trained
+    policy checkpoint (``policy``); or the PRM ranking the admissible actions (``prm``). ``model`` is
+    an EngineConfig, ``policy`` a PolicyConfig."""
+    check_agent(agent, policy_ckpt, prm)
+    if agent in REFERENCE_AGENTS:
+        return make_policy(agent, seed, data_dir)
+    if agent == "prm":
+        from mpr.learned.scorer import PRMScorer, ScorerPolicy
+
+        return ScorerPolicy(PRMScorer.from_checkpoint(prm, model))  # type: ignore[arg-type]
+    from mpr.learned.policy import LLMPolicy
+    from mpr.lm.backends import make_engine
+
+    if agent == "policy":
+        from mpr.lm.checkpoints import load_checkpoint
+
+        model = dataclasses.replace(model, model=str(load_checkpoint(policy_ckpt, "policy", flag="--policy").path))  # type: ignore[arg-type]
+    return LLMPolicy(make_engine(model), dataclasses.replace(policy, seed=seed))
+
+
+def build_models(config: PlannerConfig, policy: Policy, engine: Any, prm: str | None, world: str | None,
+                 env_config: Any = None, seed: int = 0) -> tuple[WorldModel | None, Scorer | None]:
+    """The world model and scorer ``config`` needs (None for the ones it does not), from checkpoints
+    or the defaults (see the module doc). ``engine`` is an EngineConfig; a policy engine on the same
+    base model is shared rather than loaded twice."""
+    from mpr.lm.backends import make_engine
+
+    shared: dict[str, Any] = {}
+    if isinstance(policy, EngineBacked):
+        shared[policy.engine.config.model] = policy.engine
+
+    def base_engine() -> Any:
+        if engine.model not in shared:
+            shared[engine.model] = make_engine(engine)
+        return shared[engine.model]
+
+    scorer: Scorer | None = None
+    if config.name in NEEDS_SCORER:
+        from mpr.learned.scorer import JudgeScorer, PRMScorer
+
+        scorer = PRMScorer.from_checkpoint(prm, engine) if prm else JudgeScorer(base_engine())
+    model: WorldModel | None = None
+    if config.name in NEEDS_WORLD:
+        if config.world == "oracle":
+            from mpr.worldmodel.oracle import OracleWorldModel
+
+            model = OracleWorldModel(env_config, seed)
+        elif world:
+            from mpr.worldmodel.llm import LLMWorldModel
+
+            model = LLMWorldModel.from_checkpoint(world, engine)
+        else:
+            from mpr.worldmodel.llm import LLMWorldModel
+
+            model = LLMWorldModel(base_engine())
+    return model, scorer
+
+
+def make_planner(config: PlannerConfig, policy: Policy, world: WorldModel | None = None,
+                 scorer: Scorer | None = None, record_tree: bool = False) -> Planner:
+    """The planner ``config.name`` over the given models, behind one metered memo (``Models``)."""
+    from mpr.planners.beam import BeamPlanner
+    from mpr.planners.best_of_n import BestOfNPlanner
+    from mpr.planners.greedy import GreedyPlanner
+    from mpr.planners.mcts import MCTSPlanner
+    from mpr.planners.search import Models
+
+    models = Models(policy, world, scorer, cache=config.cache)
+    if config.name == "greedy":
+        return GreedyPlanner(models)
+    if config.name == "best-of-n":
+        return BestOfNPlanner(models, config.best_of_n, record_tree)
+    if config.name == "beam":
+        return BeamPlanner(models, config.beam, record_tree)
+    return MCTSPlanner(models, config.mcts, record_tree)
+
+
+def build_planner(agent: str, seed: int, env_config: Any, model: Any, policy_config: Any,
+                  policy_ckpt: str | None, prm: str | None, world: str | None, planner: PlannerConfig,
+                  record_tree: bool = False) -> tuple[Planner, dict[str, Any]]:
+    """The planner for an evaluation or a played episode, and its parts by name (for counters)."""
+    policy = build_policy(agent, seed, env_config.data_dir, model, policy_config, policy_ckpt, prm)
+    world_model, scorer = build_models(planner, policy, model, prm, world, env_config, seed)
+    parts = {"policy": policy, "world": world_model, "scorer": scorer}
+    return make_planner(planner, policy, world_model, scorer, record_tree), parts
+
+
+def counters(parts: dict[str, Any]) -> dict[str, int]:
+    """The counters of a planner's parts (:class:`mpr.core.Counted`), as ``<part>_<name>``."""
+    return {f"{part}_{name}": value for part, obj in parts.items() if isinstance(obj, Counted)
+            for name, value in obj.counters().items()}
+
+
+def close_parts(parts: dict[str, Any]) -> None:
+    for part in parts.values():
+        if isinstance(part, Closable):
+            part.close()
+
+
+# -- the training stages' policies ------------------------------------------------------------
+
+
+def rollout_policy(policy: str, seed: int, data_dir: str | None, engine: Any = None, temperature: float = 1.0,
+                   steer_prob: float = 0.0) -> Policy:
+    """A rollout's policy: a reference agent by name, else the LLM policy over ``engine`` (score mode
+    at temperature 0, else score-sample at ``temperature``)."""
+    if policy in REFERENCE_AGENTS:
+        return make_policy(policy, seed, data_dir)
+    from mpr.learned.policy import LLMPolicy, PolicyConfig
+
+    mode = "score-sample" if temperature > 0 else "score"
+    return LLMPolicy(engine, PolicyConfig(mode=mode, temperature=temperature or 1.0, seed=seed,
+                                          steer_prob=steer_prob))
+
+
+def sampling_policy(path: str, config: Any, seed: int, live_model: Any = None) -> Any:
+    """An LLMPolicy (score-sample, T=1) over the model at ``path`` — or over ``live_model``, the
+    weights being trained (then ``path`` only supplies the tokenizer). Proposals use the engine's
+    prefix-sharing scoring, not one forward pass per candidate. ``config``: a training config
+    (threads, batch_size, max_length)."""
+    from mpr.learned.policy import LLMPolicy, PolicyConfig
+    from mpr.lm.engine import EngineConfig
+    from mpr.lm.hf_engine import HFEngine
+
+    engine = HFEngine(EngineConfig(model=path, dtype="fp32", threads=config.threads, batch_size=config.batch_size,
+                                   max_length=config.max_length), lm=live_model)
+    return LLMPolicy(engine, PolicyConfig(mode="score-sample", temperature=1.0, seed=seed))
+
+
+def next_action_policy(name: str, config: Any) -> Callable[[Sequence[State]], list[str]]:
+    """a' ~ π(s') for InversePRM: a builtin random policy or a policy checkpoint (score-sample)."""
+    if name == "random":
+        policy = make_policy("random", config.seed)
+    elif name in ("expert", "walkthrough"):
+        raise MprError("--policy must be the learner's current policy (a checkpoint dir or random), not the expert")
+    else:
+        from mpr.lm.checkpoints import load_checkpoint
+
+        policy = sampling_policy(str(load_checkpoint(name, "policy", flag="--policy").path), config, config.seed)
+    return lambda states: [p[0] for p in policy.propose(states, 1)]
