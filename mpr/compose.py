@@ -9,7 +9,9 @@ Every policy, world model, scorer and planner that mpr runs is made here, and no
   game (an upper bound for ablations, never a default);
 * :func:`make_planner` / :func:`build_planner` — a planner by name over those models;
 * :func:`rollout_policy`, :func:`sampling_policy`, :func:`next_action_policy` — the policies the
-  training stages roll out, sample from and take a' ~ π(s') from.
+  training stages roll out, sample from and take a' ~ π(s') from; :func:`training_engine`,
+  :func:`ranking_policy`, :func:`training_scorer`, :func:`training_world_model` — what they measure
+  held-out metrics with (HF, fp32, the stage's threads, batch size and prompt length).
 
 It sits above the components (``mpr.alfworld``, ``mpr.lm``, ``mpr.learned``, ``mpr.worldmodel``,
 ``mpr.planners``) and below what runs them (``mpr.run``, ``mpr.training``, ``mpr.app``).
@@ -165,18 +167,52 @@ def rollout_policy(policy: str, seed: int, data_dir: str | None, engine: Any = N
                                           steer_prob=steer_prob))
 
 
+def training_engine_config(config: Any, model: str = "default") -> Any:
+    """The EngineConfig training stages run models with: fp32 (bit-stable metrics), the stage's
+    threads, batch size and prompt length. ``config``: a training config."""
+    from mpr.lm.engine import EngineConfig
+
+    return EngineConfig(model=model, dtype="fp32", threads=config.threads, batch_size=config.batch_size,
+                        max_length=config.max_length)
+
+
+def training_engine(model_dir: str, config: Any, live_model: Any = None) -> Any:
+    """An HF engine over ``model_dir`` (see :func:`training_engine_config`); ``live_model``: serve
+    those weights (the ones being trained) instead, with ``model_dir``'s tokenizer."""
+    from mpr.lm.hf_engine import HFEngine
+
+    return HFEngine(training_engine_config(config, model_dir), lm=live_model)
+
+
 def sampling_policy(path: str, config: Any, seed: int, live_model: Any = None) -> Any:
     """An LLMPolicy (score-sample, T=1) over the model at ``path`` — or over ``live_model``, the
     weights being trained (then ``path`` only supplies the tokenizer). Proposals use the engine's
-    prefix-sharing scoring, not one forward pass per candidate. ``config``: a training config
-    (threads, batch_size, max_length)."""
+    prefix-sharing scoring, not one forward pass per candidate."""
     from mpr.learned.policy import LLMPolicy, PolicyConfig
-    from mpr.lm.engine import EngineConfig
-    from mpr.lm.hf_engine import HFEngine
 
-    engine = HFEngine(EngineConfig(model=path, dtype="fp32", threads=config.threads, batch_size=config.batch_size,
-                                   max_length=config.max_length), lm=live_model)
-    return LLMPolicy(engine, PolicyConfig(mode="score-sample", temperature=1.0, seed=seed))
+    return LLMPolicy(training_engine(path, config, live_model),
+                     PolicyConfig(mode="score-sample", temperature=1.0, seed=seed))
+
+
+def ranking_policy(model_dir: str, config: Any) -> Any:
+    """The LLMPolicy that ranks admissible actions by log-prob (score mode), for held-out agreement."""
+    from mpr.learned.policy import LLMPolicy, PolicyConfig
+
+    return LLMPolicy(training_engine(model_dir, config), PolicyConfig(mode="score"))
+
+
+def training_scorer(path: str, config: Any) -> Any:
+    """The PRM checkpoint at ``path`` as a Scorer, run like the training stages run models."""
+    from mpr.learned.scorer import PRMScorer
+
+    return PRMScorer.from_checkpoint(path, training_engine_config(config))
+
+
+def training_world_model(model_dir: str, config: Any) -> Any:
+    """The world model at ``model_dir``, for held-out prediction metrics."""
+    from mpr.worldmodel.llm import LLMWorldModel
+
+    return LLMWorldModel(training_engine(model_dir, config))
 
 
 def next_action_policy(name: str, config: Any) -> Callable[[Sequence[State]], list[str]]:

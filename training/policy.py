@@ -39,7 +39,7 @@ from mpr.training.sft import example, sft_loss, target_logprobs
 from mpr.training.trainer import STATE_FILE, TrainConfig, fit
 
 from mpr.alfworld.data import atomic_write_text
-from mpr.compose import sampling_policy
+from mpr.compose import ranking_policy, sampling_policy, training_scorer
 from mpr.core import State
 from mpr.errors import MprError
 from mpr.learned.scorer import score_candidates
@@ -100,15 +100,9 @@ def _sft(steps: list[tuple[State, str]], out: Path, config: TrainConfig, header:
 
 def ranking_accuracy(model_dir: str, val: Sequence[tuple[State, str]], config: TrainConfig) -> dict[str, Any]:
     """How often the policy's top-ranked admissible action is the reference action (held-out games)."""
-    from mpr.learned.policy import LLMPolicy, PolicyConfig
-    from mpr.lm.engine import EngineConfig
-    from mpr.lm.hf_engine import HFEngine
-
     if not val:
         return {"val_steps": 0}
-    engine = HFEngine(EngineConfig(model=model_dir, dtype="fp32", threads=config.threads,
-                                   batch_size=config.batch_size, max_length=config.max_length))
-    policy = LLMPolicy(engine, PolicyConfig(mode="score"))
+    policy = ranking_policy(model_dir, config)
     top = policy.propose([s for s, _ in val], 1)
     return {"val_steps": len(val), "val_top1_agreement": sum(t[0] == a for t, (_, a) in zip(top, val)) / len(val)}
 
@@ -121,13 +115,6 @@ def train_policy_sft(demos: Sequence[str], out: Path, config: TrainConfig, progr
         return done
     return _sft(demo_steps(load_rollouts(*demos)), out, config, header, progress, echo, stop_after, "train policy (sft)")
 
-
-def _prm(path: str, config: TrainConfig) -> Any:
-    from mpr.learned.scorer import PRMScorer
-    from mpr.lm.engine import EngineConfig
-
-    return PRMScorer.from_checkpoint(path, EngineConfig(dtype="fp32", threads=config.threads,
-                                                        batch_size=config.batch_size, max_length=config.max_length))
 
 
 def _require_policy_base(config: TrainConfig) -> str:
@@ -170,7 +157,7 @@ def train_policy_rft(rollouts: Sequence[str], prm: str, out: Path, config: Train
         best = [(by_digest[r["state"]], r["action"], r["score"]) for r in rows]
     else:
         echo(f"rft: proposing {config.candidates} actions for {len(states)} states and scoring them with the PRM")
-        best = prm_best_actions(states, sampling_policy(base, config, config.seed), _prm(prm, config),
+        best = prm_best_actions(states, sampling_policy(base, config, config.seed), training_scorer(prm, config),
                                 config.candidates, taken)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(data_file, "".join(json.dumps({"state": s.digest(), "action": a, "score": v}) + "\n"
@@ -222,7 +209,7 @@ def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: Train
     for p in reference.parameters():
         p.requires_grad_(False)
     make = _prompt_fn(tok, config)
-    scorer = _prm(prm, config)
+    scorer = training_scorer(prm, config)
     per_round = min(len(train_states), config.batch_size * max(1, config.max_steps or 4))
     pairs_total = 0
     for r in range(config.rounds):

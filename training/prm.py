@@ -163,13 +163,11 @@ class ValueFunction:
     """V_ref(states) from a ``value`` checkpoint: sigmoid of its head, one batched pass."""
 
     def __init__(self, path: str, config: TrainConfig):
+        from mpr.compose import training_engine
         from mpr.lm.checkpoints import load_checkpoint
-        from mpr.lm.engine import EngineConfig
-        from mpr.lm.hf_engine import HFEngine
 
         ckpt = load_checkpoint(path, "value", flag="--shaping-ref")
-        self.engine = HFEngine(EngineConfig(model=str(ckpt.path), dtype="fp32", threads=config.threads,
-                                            batch_size=config.batch_size, max_length=config.max_length))
+        self.engine = training_engine(str(ckpt.path), config)
 
     def __call__(self, states: list[State]) -> list[float]:
         texts = [prm_text(s, "", self.engine.count_tokens, self.engine.config.max_length) for s in states]

@@ -81,16 +81,11 @@ def train_world(rollouts: Sequence[str], out: Path, config: TrainConfig, val_rol
 
 def evaluate_world(model_dir: str, val: Sequence[Transition], config: TrainConfig) -> dict[str, Any]:
     """Greedy predictions for held-out transitions vs the real observations (one batched call)."""
-    from mpr.worldmodel.llm import LLMWorldModel
-
-    from mpr.lm.engine import EngineConfig
-    from mpr.lm.hf_engine import HFEngine
+    from mpr.compose import training_world_model
 
     if not val:
         return {"val_transitions": 0}
-    engine = HFEngine(EngineConfig(model=model_dir, dtype="fp32", threads=config.threads,
-                                   batch_size=config.batch_size, max_length=config.max_length))
-    wm = LLMWorldModel(engine)
+    wm = training_world_model(model_dir, config)
     t0 = time.perf_counter()
     preds = wm.predict([t.state for t in val], [t.action for t in val])
     seconds = time.perf_counter() - t0
@@ -100,7 +95,7 @@ def evaluate_world(model_dir: str, val: Sequence[Transition], config: TrainConfi
         "val_exact_match": sum(p.strip() == a.strip() for p, a in zip(preds, actual)) / len(val),
         "val_facts_match": sum(facts_match(p, a) for p, a in zip(preds, actual)) / len(val),
         "val_empty_outputs": wm.empty_outputs,
-        "val_generated_tokens_per_second": engine.stats.generated_tokens / seconds if seconds > 0 else None,
+        "val_generated_tokens_per_second": wm.engine.stats.generated_tokens / seconds if seconds > 0 else None,
         "val_examples_shown": [{"action": t.action, "actual": a, "predicted": p}
                                for t, a, p in list(zip(val, actual, preds))[:5]],
     }
