@@ -29,7 +29,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mpr.alfworld.data import atomic_write_text  # noqa: E402
 from mpr.app.benchmark import (  # noqa: E402
     BASELINES,
     collect,
@@ -41,6 +40,7 @@ from mpr.app.benchmark import (  # noqa: E402
     write_report,
 )
 from mpr.errors import ConfigError  # noqa: E402
+from mpr.owned import atomic_write_text  # noqa: E402
 from mpr.run.episodes import EpisodeResult  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "paper"

@@ -25,7 +25,16 @@ from typing import Any
 
 from mpr.alfworld.agents import REFERENCE_AGENTS, make_policy
 from mpr.config import require
-from mpr.core import Closable, Counted, EngineBacked, Planner, Policy, Scorer, State, WorldModel
+from mpr.core import (
+    Closable,
+    Counted,
+    EngineBacked,
+    Planner,
+    Policy,
+    Scorer,
+    State,
+    WorldModel,
+)
 from mpr.errors import MprError
 from mpr.planners.config import NEEDS_SCORER, NEEDS_WORLD, PLANNERS, PlannerConfig
 

@@ -29,10 +29,85 @@ def from_mapping(cls: type[C], data: Mapping[str, Any] | None, *, where: str = "
             f"{where}: unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
             f"valid keys: {', '.join(sorted(names))}"
         )
+    missing = sorted(f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                     if f.name not in data and f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(map(repr, missing))} for {cls.__name__}")
+    check_types(cls, data, where)
     try:
         return cls(**data)
-    except TypeError as exc:  # wrong types that the dataclass itself rejects
+    except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    except ConfigError as exc:  # a range or choice its __post_init__ refused: say where it was
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def check_types(cls: type, data: Mapping[str, Any], where: str) -> None:
+    """Each value of ``data`` has the type its field of dataclass ``cls`` declares (str, int, float,
+    bool, ``X | None``, tuples/lists of them, mappings, nested config dataclasses): ConfigError naming
+    the key otherwise. Ranges and choices are each config's own ``__post_init__``."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that cannot be resolved here: leave it to __post_init__
+        return
+    for key, value in data.items():
+        expected = hints.get(key)
+        if expected is not None and not _matches(value, expected):
+            raise ConfigError(f"{where}: {key} must be {_describe(expected)}, got {value!r}")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (tuple, list) or tp in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return not args or (len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args)))
+    if origin is dict or tp is dict:
+        return isinstance(value, Mapping)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, tp)
+    return True  # anything else: __post_init__ decides
+
+
+def _describe(tp: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if tp is type(None):
+        return "null"
+    if origin in (tuple, list):
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping of {tp.__name__} keys"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -4,13 +4,29 @@ component that does not."""
 from __future__ import annotations
 
 import pytest
+from mpr.planners.config import PLANNERS, PlannerConfig, with_overrides
 from toygames import CorridorGame
-from toyplan import TrapPolicy, TrapScorer, TrapWorld, TreePolicy, TreeScorer, TreeWorld, root, tree_root
+from toyplan import (
+    TrapPolicy,
+    TrapScorer,
+    TrapWorld,
+    TreePolicy,
+    TreeScorer,
+    TreeWorld,
+    root,
+    tree_root,
+)
 
-from mpr.checks import ContractError, check_env, check_planner, check_policy, check_scorer, check_world_model
+from mpr.checks import (
+    ContractError,
+    check_env,
+    check_planner,
+    check_policy,
+    check_scorer,
+    check_world_model,
+)
 from mpr.compose import make_planner
 from mpr.core import State
-from mpr.planners.config import PLANNERS, PlannerConfig, with_overrides
 
 ADMISSIBLE = ("go to desk 1", "go to shelf 1", "look", "take mug 1 from desk 1")
 
@@ -123,8 +139,9 @@ def test_alfworld_envs_keep_the_contract(valid_unseen):
 
 @pytest.mark.games
 def test_oracle_world_model_keeps_the_contract(valid_unseen):
-    from mpr.alfworld.env import EnvConfig, SerialEnv
     from mpr.worldmodel.oracle import OracleWorldModel
+
+    from mpr.alfworld.env import EnvConfig, SerialEnv
 
     env = SerialEnv(1, EnvConfig())
     (ts,) = env.reset([valid_unseen[0].id])
@@ -139,11 +156,12 @@ def test_oracle_world_model_keeps_the_contract(valid_unseen):
 
 @pytest.mark.models
 def test_learned_components_keep_their_contracts(tiny_engine, tiny_value_dir):
+    from mpr.worldmodel.llm import LLMWorldModel
+
     from mpr.learned.policy import LLMPolicy, PolicyConfig
     from mpr.learned.scorer import PRMScorer, ScorerPolicy
     from mpr.lm.engine import EngineConfig
     from mpr.lm.hf_engine import HFEngine
-    from mpr.worldmodel.llm import LLMWorldModel
 
     states = alfworld_like_states()
     check_policy(LLMPolicy(tiny_engine, PolicyConfig(mode="score")), states, n=2)

@@ -15,10 +15,10 @@ from typing import Any
 
 from mpr.training.trainer import TrainConfig
 
-from mpr.alfworld.data import atomic_write_text
 from mpr.config import from_mapping, load_yaml, to_dict
 from mpr.errors import ConfigError, MprError
 from mpr.lm.checkpoints import META_FILE, load_checkpoint, write_meta
+from mpr.owned import atomic_write_text
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 STAGES = ("prm", "value", "world", "policy")
@@ -179,7 +179,11 @@ def spread(items: Sequence[Any], n: int) -> list[Any]:
 def finished(out: Path, kind: str, header: dict[str, Any], config: TrainConfig,
              echo: Callable[[str], None]) -> dict[str, Any] | None:
     """The metadata of an already finished stage in ``out`` (same settings; says so), else None.
-    A finished checkpoint of another kind or other settings is an error, never overwritten."""
+    A finished checkpoint of another kind or other settings is an error, never overwritten; so is a
+    folder mpr did not write (see :func:`mpr.owned.claim_dir`)."""
+    from mpr.training.trainer import check_checkpoint_dir
+
+    check_checkpoint_dir(out)  # read-only: inputs are checked before anything is written
     if not (out / META_FILE).exists():
         return None
     meta = load_checkpoint(out, flag="--out").meta

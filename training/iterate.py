@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mpr.training.common import PRESETS_DIR, load_train_config
-from mpr.training.rollout import RolloutConfig, rollout
+from mpr.training.rollout import RECORDS, RolloutConfig, rollout
 
-from mpr.alfworld.data import atomic_write_text
 from mpr.alfworld.env import EnvConfig
 from mpr.config import from_mapping, load_yaml, require, to_dict
+from mpr.owned import atomic_write_text, claim_dir
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def iterate(config: IterateConfig, out: Path, progress: bool = True, echo: Calla
     prm_cfg = load_train_config("prm", config.preset, config.config_file, config.overrides)
     policy_cfg = load_train_config("policy", config.preset, config.config_file, config.overrides)
     defaults = rollout_defaults(config.preset)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_dir(out, "iteration", legacy=[lambda d: (d / "rollouts" / RECORDS).is_file()])
     echo(f"[1/3] rollouts of {config.policy}")
     rollout_cfg = RolloutConfig(policy=config.policy, split=config.split, limit=config.limit or defaults.limit,
                                 repeats=config.repeats or defaults.repeats, temperature=defaults.temperature,

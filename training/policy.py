@@ -36,13 +36,13 @@ from mpr.training.common import (
 )
 from mpr.training.rollout import load_rollouts, transitions
 from mpr.training.sft import example, sft_loss, target_logprobs
-from mpr.training.trainer import STATE_FILE, TrainConfig, fit
+from mpr.training.trainer import STATE_FILE, TrainConfig, claim_checkpoint_dir, fit
 
-from mpr.alfworld.data import atomic_write_text
 from mpr.compose import ranking_policy, sampling_policy, training_scorer
 from mpr.core import State
 from mpr.errors import MprError
 from mpr.learned.scorer import score_candidates
+from mpr.owned import atomic_write_text
 
 METHODS = ("sft", "rft", "dpo")
 
@@ -159,7 +159,7 @@ def train_policy_rft(rollouts: Sequence[str], prm: str, out: Path, config: Train
         echo(f"rft: proposing {config.candidates} actions for {len(states)} states and scoring them with the PRM")
         best = prm_best_actions(states, sampling_policy(base, config, config.seed), training_scorer(prm, config),
                                 config.candidates, taken)
-        out.mkdir(parents=True, exist_ok=True)
+        claim_checkpoint_dir(out)
         atomic_write_text(data_file, "".join(json.dumps({"state": s.digest(), "action": a, "score": v}) + "\n"
                                              for s, a, v in best))
     changed = sum(a != taken.get(s.digest()) for s, a, _ in best)
@@ -213,7 +213,7 @@ def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: Train
     per_round = min(len(train_states), config.batch_size * max(1, config.max_steps or 4))
     pairs_total = 0
     for r in range(config.rounds):
-        round_dir = out / f"dpo-round-{r}"
+        round_dir = claim_checkpoint_dir(out) / f"dpo-round-{r}"
         marker = round_dir / "done.json"
         if marker.exists():  # finished before a kill: restore its weights and move on
             state = torch.load(round_dir / STATE_FILE, weights_only=False)

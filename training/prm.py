@@ -37,7 +37,7 @@ from mpr.training.common import (
 )
 from mpr.training.rollout import load_rollouts, transitions
 from mpr.training.targets import Target, mc_state_values, mc_targets, shaped_targets
-from mpr.training.trainer import TrainConfig
+from mpr.training.trainer import TrainConfig, check_checkpoint_dir
 
 from mpr.core import State
 from mpr.errors import MprError
@@ -140,6 +140,7 @@ def regression_metrics(model: Any, tok: Any, val: list[Target], config: TrainCon
 def train_agentprm(rollouts: Sequence[str], out: Path, config: TrainConfig, shaping_ref: str | None = None,
                    progress: bool = True, echo: Callable[[str], None] = print,
                    stop_after: int | None = None) -> dict[str, Any]:
+    check_checkpoint_dir(out)
     episodes = load_rollouts(*rollouts)
     if shaping_ref:
         v_ref = ValueFunction(shaping_ref, config)
@@ -153,6 +154,7 @@ def train_agentprm(rollouts: Sequence[str], out: Path, config: TrainConfig, shap
 
 def train_value(rollouts: Sequence[str], out: Path, config: TrainConfig, progress: bool = True,
                 echo: Callable[[str], None] = print, stop_after: int | None = None) -> dict[str, Any]:
+    check_checkpoint_dir(out)
     episodes = load_rollouts(*rollouts)
     header = {"stage": "value", "rollouts": [str(Path(r).resolve()) for r in rollouts], "episodes": len(episodes)}
     return train_regression("value", mc_state_values(episodes, config.gamma), out, config, header, progress, echo,

@@ -40,7 +40,6 @@ from mpr.alfworld.agents import REFERENCE_AGENTS
 from mpr.alfworld.data import (
     SPLITS,
     TASK_TYPES,
-    atomic_write_text,
     list_tasks,
     load_walkthrough,
 )
@@ -50,7 +49,8 @@ from mpr.config import require, to_dict
 from mpr.core import Env, PlanResult, Policy, State
 from mpr.errors import MprError
 from mpr.lm.engine import EngineConfig
-from mpr.run.episodes import EpisodeResult, EpisodeStore, iter_episodes, read_episodes
+from mpr.owned import atomic_write_text, check_dir, claim_dir, has_mpr_header
+from mpr.run.episodes import EpisodeResult, EpisodeStore, check_resumable, iter_episodes, read_episodes
 from mpr.run.executor import ExecutorConfig, WorkItem, run_with_progress
 
 RECORDS = "rollouts.jsonl"
@@ -166,8 +166,11 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
     model_dir = resolve_policy_model(config.policy) if config.is_llm else None
     if model_dir is not None:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, model=model_dir))
+    legacy = [has_mpr_header(RECORDS)]
+    if check_dir(out, "rollouts", legacy=legacy) and (out / RECORDS).exists():
+        check_resumable(out / RECORDS, config.record_header(), "--out")
     tasks = list_tasks(config.split, config.env.data_dir, config.task_type, config.limit)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_dir(out, "rollouts", legacy=legacy)
     store = EpisodeStore(out / RECORDS, config.record_header())
     atomic_write_text(out / "config.json", json.dumps(to_dict(config), indent=2))
     todo = [(k, t) for k in range(config.repeats) for t in tasks if not store.is_finished(t.id, k)]

@@ -25,8 +25,31 @@ from typing import Any
 
 from mpr.config import require, to_dict
 from mpr.errors import MprError
+from mpr.owned import check_dir, claim_dir
 
 STATE_FILE = "train-state.pt"
+
+
+def _proves_checkpoint_dir(folder: Path) -> bool:
+    """A training folder mpr wrote before output markers existed: its checkpoint metadata, training
+    state, RFT targets or DPO rounds (names only mpr writes)."""
+    from mpr.lm.checkpoints import META_FILE
+
+    return any((folder / name).is_file() for name in (META_FILE, STATE_FILE, "rft-targets.jsonl")) or any(
+        folder.glob("dpo-round-*"))
+
+
+CHECKPOINT_LEGACY = (_proves_checkpoint_dir,)
+
+
+def check_checkpoint_dir(out: Path) -> None:
+    """Refuse a training ``--out`` mpr may not write to, reading only (inputs are checked next)."""
+    check_dir(out, "checkpoint", legacy=CHECKPOINT_LEGACY)
+
+
+def claim_checkpoint_dir(out: Path) -> Path:
+    """Make ``out`` (a training stage's ``--out``) an mpr checkpoint folder, or refuse it (mpr.owned)."""
+    return claim_dir(out, "checkpoint", legacy=CHECKPOINT_LEGACY)
 
 
 @dataclass(frozen=True)
@@ -129,6 +152,7 @@ def fit(
     import torch
 
     require(num_examples > 0, "no training examples (are the rollouts empty?)")
+    claim_checkpoint_dir(out)
     total = config.total_steps(num_examples)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpr.errors import DataMissingError, GameFileError, MprError, TaskNotFoundError
+from mpr.owned import atomic_write_text
 
 GAMES_DIRNAME = "json_2.1.1"
 GAME_FILENAME = "game.tw-pddl"
@@ -143,20 +144,17 @@ def ensure_traj_data(trial_dir: Path) -> bool:
     return True
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a kill never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to others
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _check_source(src: Path) -> None:
+    """What ``--from`` must be, checked before anything is written: a folder holding json_2.1.1/ (or
+    that folder itself), or a tar archive."""
+    if not src.exists():
+        raise MprError(f"--from source not found: {src}")
+    if src.is_dir():
+        if not (src if src.name == GAMES_DIRNAME else src / GAMES_DIRNAME).is_dir():
+            raise MprError(f"{src} holds no {GAMES_DIRNAME}/ folder")
+    elif not tarfile.is_tarfile(src):
+        raise MprError(f"cannot unpack {src}: not a tar archive (give alfworld-json_2.1.1-games.tar.xz "
+                       f"or a folder holding {GAMES_DIRNAME}/)")
 
 
 def _extract_archive(archive: Path, dest: Path) -> None:
@@ -233,14 +231,16 @@ def prepare(
     if root.is_dir() and count_games(root) == EXPECTED_COUNTS:
         log(f"games already installed under {root}")
     else:
+        src = Path(source).expanduser() if source is not None else None
+        if src is not None:  # before anything is created
+            _check_source(src)
+        if dest.exists() and not dest.is_dir():
+            raise MprError(f"--data-dir {dest} is a file, not a folder")
         dest.mkdir(parents=True, exist_ok=True)
-        if source is None:
+        if src is None:
             log("no --from given: using ALFWorld's downloader")
             _download_with_alfworld(dest)
         else:
-            src = Path(source).expanduser()
-            if not src.exists():
-                raise MprError(f"--from source not found: {src}")
             log(f"installing games from {src} into {dest}")
             if src.is_dir():
                 _copy_dir(src, dest)

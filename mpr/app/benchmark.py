@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpr.alfworld.data import TASK_TYPES, atomic_write_text
-from mpr.config import from_mapping, load_yaml, require, to_dict
 from mpr.alfworld.agents import REFERENCE_AGENTS
+from mpr.alfworld.data import SPLITS, TASK_TYPES
+from mpr.config import from_mapping, load_yaml, require, to_dict
 from mpr.errors import ConfigError
+from mpr.owned import atomic_write_text, claim_dir, has_json
 from mpr.planners.config import PLANNERS
 from mpr.run.episodes import EpisodeResult, compute_totals, read_episodes
 
@@ -115,6 +116,8 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.name), "a recipe needs a name")
+        require(self.split in SPLITS, f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
+        require(self.max_actions >= 1, f"max_actions must be >= 1, got {self.max_actions}")
         unknown = [b for b in self.baselines if b not in BASELINES]
         require(not unknown, f"unknown baseline(s) {unknown}; choose from {BASELINES}")
         names = [a.name for a in self.arms] + list(self.baselines)
@@ -134,13 +137,19 @@ class BenchConfig:
 def load_recipe(path: str | Path) -> BenchConfig:
     data = load_yaml(path)
     where = str(path)
-    try:
-        models = from_mapping(ModelsConfig, data.pop("models", {"build": "tiny"}), where=f"{where}: models")
-        arms = tuple(from_mapping(ArmConfig, a, where=f"{where}: arms") for a in data.pop("arms", []) or [])
-        baselines = tuple(data.pop("baselines", BASELINES) or ())
-        quoted = tuple(data.pop("quoted", []) or [])
-    except AttributeError:
-        raise ConfigError(f"{where}: models must be a mapping and arms a list of mappings") from None
+    shapes = {"models": (dict, "a mapping"), "arms": (list, "a list of mappings"),
+              "baselines": (list, "a list of names"), "quoted": (list, "a list of mappings")}
+    for key, (kind, what) in shapes.items():
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise ConfigError(f"{where}: {key} must be {what}, got {data[key]!r}")
+    for key in ("arms", "quoted"):
+        bad = [a for a in data.get(key) or [] if not isinstance(a, dict)]
+        if bad:
+            raise ConfigError(f"{where}: each of {key} must be a mapping, got {bad[0]!r}")
+    models = from_mapping(ModelsConfig, data.pop("models", {"build": "tiny"}), where=f"{where}: models")
+    arms = tuple(from_mapping(ArmConfig, a, where=f"{where}: arms") for a in data.pop("arms", []) or [])
+    baselines = tuple(data.pop("baselines", BASELINES) or ())
+    quoted = tuple(data.pop("quoted", []) or [])
     return from_mapping(BenchConfig, {**data, "models": models, "arms": arms, "baselines": baselines,
                                       "quoted": quoted}, where=where)
 
@@ -217,7 +226,7 @@ def run_bench(config: BenchConfig, out: str | Path, progress: bool = True,
     from mpr.run.evaluation import evaluate
 
     chosen = select_arms(config, only)
-    out = Path(out)
+    out = claim_dir(out, "bench", legacy=[has_json("config.json", ("recipe", "models", "arms"))])
     (out / "arms").mkdir(parents=True, exist_ok=True)
     models = config.models
     if models.build == "tiny":

@@ -18,7 +18,26 @@ from mpr.planners.config import PLANNERS
 
 
 class _Group(click.Group):
-    """Turns MprError into one clear line and Ctrl-C into a resumable note."""
+    """Turns MprError and click's own usage errors into one clear line, Ctrl-C into a resumable note."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False  # click's errors come here instead of its 3-line usage text
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `mpr` alone: the help, as click prints it
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "mpr"
+            click.echo(f"error: {' '.join(exc.format_message().split())} (see `{where} --help`)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("\ninterrupted: finished episodes are saved; rerun the same command to resume", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

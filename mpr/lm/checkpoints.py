@@ -30,7 +30,7 @@ class Checkpoint:
 def write_meta(directory: Path, kind: str, **info: Any) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}")
-    from mpr.alfworld.data import atomic_write_text
+    from mpr.owned import atomic_write_text
 
     atomic_write_text(directory / META_FILE, json.dumps({"kind": kind, **info}, indent=2, default=str))
 

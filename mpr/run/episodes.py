@@ -25,6 +25,7 @@ from mpr.alfworld.data import TASK_TYPES, Task
 from mpr.alfworld.env import Reset
 from mpr.core import Env, Planner, State, TimeStep, Turn, check_aligned
 from mpr.errors import MprError
+from mpr.owned import check_writable_file
 
 
 @dataclass(frozen=True)
@@ -129,55 +130,108 @@ def record_differences(a: dict[Any, dict[str, Any]], b: dict[Any, dict[str, Any]
     return out
 
 
-def read_episodes(path: Path) -> tuple[dict[str, Any], dict[str, EpisodeResult]]:
+def read_episodes(path: Path, flag: str = "records") -> tuple[dict[str, Any], dict[str, EpisodeResult]]:
     """(header, episodes by key) of an episode file, without changing it. A partial last line (a kill
-    mid-write) is ignored; when an episode was recorded twice (a retried error), the later line wins."""
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-    lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
-    if not lines or lines[0].get("type") != "header":
-        raise MprError(f"{path} is not an mpr episode file (no header line); choose another path")
+    mid-write) is ignored; when an episode was recorded twice (a retried error), the later line wins.
+    Anything else that is not an mpr record — no header, a line that is not JSON or not an episode
+    — is one MprError naming the file and the line."""
+    header, results, _ = parse_episode_file(path, flag)
+    return header, results
+
+
+def parse_episode_file(path: Path, flag: str = "records") -> tuple[dict[str, Any], dict[str, EpisodeResult], int]:
+    """(header, episodes by key, bytes of complete lines) of an mpr episode file; see read_episodes."""
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise MprError(f"{flag} {path} is a folder, not an mpr episode file (.jsonl)") from None
+    except OSError as exc:
+        raise MprError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+    complete = raw.rfind(b"\n") + 1
+    lines = raw[:complete].split(b"\n")[:-1]
+    header = _header_line(lines[0] if lines else b"")
+    if header is None:
+        raise MprError(f"{flag} {path} is not an mpr episode file (its first line is no mpr header); "
+                       "choose another path")
     results: dict[str, EpisodeResult] = {}
-    for line in lines[1:]:
-        if line.get("type") == "episode":
-            result = EpisodeResult.from_json(line)
+    for number, line in enumerate(lines[1:], start=2):
+        if line.strip():
+            result = _episode_line(line, path, number)
             results[result.key] = result
-    return {k: v for k, v in lines[0].items() if k != "type"}, results
+    return {k: v for k, v in header.items() if k != "type"}, results, complete
+
+
+def _header_line(line: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("type") == "header" else None
+
+
+def _episode_line(line: bytes, path: Path, number: int) -> EpisodeResult:
+    """The episode on line ``number``; MprError when it is none."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        data, why = None, "not JSON"
+    else:
+        why = "not a JSON object" if not isinstance(data, dict) else ""
+    if not why and data.get("type") != "episode":
+        why = f"type {data.get('type')!r}, not 'episode'"
+    if not why:
+        try:
+            return EpisodeResult.from_json(data)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            why = "its fields are not an episode's"
+    raise MprError(f"{path} line {number} is not an mpr episode record ({why}); the file is not mpr's "
+                   "or was edited by hand: fix or remove that line")
+
+
+def check_resumable(path: Path, header: dict[str, Any], flag: str = "records"
+                    ) -> tuple[dict[str, EpisodeResult], int]:
+    """Prove ``path`` (an existing file) an mpr episode file written with ``header``'s settings, without
+    changing it; returns (its episodes by key, bytes of complete lines). MprError otherwise."""
+    check_writable_file(path, flag, "an mpr episode file (.jsonl)")
+    stored, results, complete = parse_episode_file(path, flag)
+    header = json.loads(json.dumps(header))
+    if stored != header:
+        diff = sorted(k for k in set(stored) | set(header) if stored.get(k) != header.get(k))
+        raise MprError(
+            f"{path} was written by a run with different settings ({', '.join(diff)}); "
+            "use another output path or rerun with the same settings"
+        )
+    return results, complete
 
 
 class EpisodeStore:
     """Append-only JSONL of episode results with a config header; safe to resume.
 
-    A line cut short by a kill is dropped when the file is reopened. A file written
-    under a different config is refused rather than mixed.
+    A line cut short by a kill is dropped when the file is reopened — only after the file has been
+    proven an mpr episode file of the same settings (its header line, every complete line an
+    episode); any other existing file is refused and left byte for byte as it was.
     """
 
-    def __init__(self, path: str | Path, header: dict[str, Any]):
+    def __init__(self, path: str | Path, header: dict[str, Any], flag: str = "records"):
         self.path = Path(path)
+        self.flag = flag
         self.header = json.loads(json.dumps(header))
         self.results: dict[str, EpisodeResult] = {}
         self._open()
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_writable_file(self.path, self.flag, "an mpr episode file (.jsonl)")
         if self.path.exists():
             self._load_existing()
         else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._append({"type": "header", **self.header})
 
     def _load_existing(self) -> None:
-        raw = self.path.read_bytes()
-        if raw and not raw.endswith(b"\n"):  # a kill mid-write: drop the partial last line
+        self.results, complete = check_resumable(self.path, self.header, self.flag)
+        if self.path.stat().st_size > complete:  # a kill mid-write: drop the partial last line
             with open(self.path, "r+b") as f:
-                f.truncate(raw.rfind(b"\n") + 1)
-        stored, self.results = read_episodes(self.path)
-        if stored != self.header:
-            diff = sorted(k for k in set(stored) | set(self.header) if stored.get(k) != self.header.get(k))
-            raise MprError(
-                f"{self.path} was written by a run with different settings ({', '.join(diff)}); "
-                "use another output path or rerun with the same settings"
-            )
+                f.truncate(complete)
 
     def _append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:

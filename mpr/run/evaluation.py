@@ -17,21 +17,22 @@ from typing import Any
 from mpr.alfworld.data import (
     SPLITS,
     TASK_TYPES,
-    atomic_write_text,
     list_tasks,
     resolve_task,
 )
 from mpr.alfworld.env import EnvConfig, SerialEnv
 from mpr.compose import build_planner, check_agent, close_parts, counters, split_agent
 from mpr.config import require, to_dict
-from mpr.errors import MprError
 from mpr.core import FALLBACK_ACTION, Env, Labelled, State, TimeStep
+from mpr.errors import MprError
 from mpr.learned.policy import PolicyConfig
 from mpr.lm.engine import EngineConfig
+from mpr.owned import atomic_write_text, check_own_file, check_writable_file, claim_dir
 from mpr.planners.config import NEEDS_WORLD, PlannerConfig
 from mpr.run.episodes import (
     EpisodeResult,
     EpisodeStore,
+    check_resumable,
     compute_totals,
     format_table,
     iter_episodes,
@@ -137,8 +138,14 @@ def evaluate(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation; returns the summary that was printed and saved."""
+    if out:  # both files are proven mpr's (or absent) before anything is read or written
+        check_writable_file(Path(out), "--json", "an mpr episode file (.jsonl)")
+        if Path(out).exists():
+            check_resumable(Path(out), config.record_header(), "--json")
+        check_own_file(summary_path_of(out), "--json", is_eval_summary, "an evaluation summary")
+    EvalJob(config).check()  # the checkpoints, before the games are read
     tasks = list_tasks(config.split, config.env.data_dir, config.task_type, config.limit)
-    store = EpisodeStore(out, config.record_header()) if out else None
+    store = EpisodeStore(out, config.record_header(), flag="--json") if out else None
     todo = [t for t in tasks if not (store and store.is_finished(t.id))]
     if store and len(todo) < len(tasks):
         echo(f"resuming {out}: {len(tasks) - len(todo)} of {len(tasks)} episodes already recorded")
@@ -152,10 +159,20 @@ def evaluate(
     recorded = list(store.results.values()) if store else new_results
     summary = eval_summary(config, [r for r in recorded if r.task_id in selected], new_results, totals, wall, echo)
     if out:
-        summary_path = Path(out).with_suffix(".summary.json")
+        summary_path = summary_path_of(out)
         atomic_write_text(summary_path, json.dumps(summary, indent=2))
         echo(f"episodes: {out}\nsummary:  {summary_path}")
     return summary
+
+
+def summary_path_of(out: str | Path) -> Path:
+    """Where an evaluation's summary goes: beside its records, ``OUT.summary.json``."""
+    return Path(out).with_suffix(".summary.json")
+
+
+def is_eval_summary(data: Any) -> bool:
+    """Whether JSON content is an evaluation summary mpr wrote (its keys)."""
+    return isinstance(data, dict) and {"config", "summary", "episodes_in_summary"} <= set(data)
 
 
 def eval_summary(config: EvalConfig, results: list[EpisodeResult], new_results: list[EpisodeResult],
@@ -198,6 +215,8 @@ def play(task: str, config: EvalConfig, echo: Callable[[str], None] = print, tre
     (``step-NN.json`` and, with matplotlib installed, ``step-NN.png``)."""
     c = config
     resolved = resolve_task(task, c.env.data_dir)
+    if tree_out is not None:
+        claim_dir(tree_out, "search trees", flag="--tree", legacy=[lambda d: any(d.glob("step-*.json"))])
     decide, parts = build_planner(c.agent, c.seed, c.env, c.model, c.policy, c.policy_ckpt, c.prm, c.world, c.planner,
                                   record_tree=tree_out is not None)
     printer = _StepPrinter(resolved.id, echo, _shown_world_model(parts, c.world, c.model, echo), c.planner.name,
