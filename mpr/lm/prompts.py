@@ -12,6 +12,21 @@ For ranking actions by log-probability ("score" mode) the assistant turn is pre-
 Truncation rule: when a prompt would exceed the token budget, whole turns are dropped from the
 oldest end of the history (never the task, the initial room description, the current
 observation or the action list), and a line ``[N earlier turns omitted]`` marks the cut.
+
+Transcripts (``transcript_segments``): one append-only text per episode that policy, world model
+and PRM all read, with no system prompt and no admissible list::
+
+    Your task is to: <goal>\n<initial observation>      the head
+    \n> <action>\n                                       an action segment (what a policy writes)
+    <observation>                                        an observation segment (what a world model writes)
+    ...
+
+The text of a state is a byte prefix of the text of every state after it and of every simulated
+child, and each segment is tokenized on its own (ids are concatenated), so token ids already
+computed for a state are never computed again: training sequences, scoring and a KV cache carried
+across turns all see the same ids. Candidate actions are scored as ``action_segment(a)``, which
+ends with the newline that closes the action. Truncation (``fit_transcript``) keeps the head and
+drops the oldest turns in blocks, so the kept text stays a stable prefix for many turns at a time.
 """
 
 from __future__ import annotations
@@ -178,6 +193,56 @@ def fit(render: Callable[[int], str], num_turns: int, count_tokens: Callable[[st
         else:
             lo = mid + 1
     return best
+
+
+# -- transcripts -----------------------------------------------------------------------------------
+
+TRANSCRIPT_BLOCK = 8
+"""Turns dropped at a time when a transcript must be cut (see ``fit_transcript``)."""
+
+
+def transcript_head(state: State) -> str:
+    """The part of a transcript that never changes: the task and the first observation."""
+    return f"Your task is to: {state.goal}\n{state.initial}"
+
+
+def action_segment(action: str) -> str:
+    """An action as the transcript writes it; also the continuation a candidate is scored as."""
+    return f"\n> {action}\n"
+
+
+def omitted_segment(turns: int) -> str:
+    return f"\n[{turns} earlier turns omitted]"
+
+
+def transcript_segments(state: State, skip: int = 0) -> list[str]:
+    """The transcript of ``state`` as its segments: the head, (when ``skip`` > 0) the omission mark,
+    then an action and an observation segment per turn after the first ``skip``. Their
+    concatenation is the transcript; ``len == 1 + (skip > 0) + 2 * (len(turns) - skip)``."""
+    out = [transcript_head(state)] + ([omitted_segment(skip)] if skip else [])
+    for turn in state.turns[skip:]:
+        out += [action_segment(turn.action), turn.observation]
+    return out
+
+
+def transcript(state: State, skip: int = 0) -> str:
+    return "".join(transcript_segments(state, skip))
+
+
+def transcript_skip(state: State, count_tokens: Callable[[str], int] | None, max_tokens: int | None,
+                    reserve: int = 0, block: int = TRANSCRIPT_BLOCK) -> int:
+    """How many of the oldest turns to drop so the transcript, plus ``reserve`` tokens for what is
+    scored or generated after it, fits ``max_tokens``: the smallest multiple of ``block`` that fits
+    (all turns when none does). Dropping whole blocks keeps the cut, and so the cached prefix, the
+    same for up to ``block`` successive turns."""
+    if count_tokens is None or max_tokens is None:
+        return 0
+    n = len(state.turns)
+    for skip in range(0, n + block, block):
+        skip = min(skip, n)
+        if sum(map(count_tokens, transcript_segments(state, skip))) + reserve <= max_tokens or skip == n:
+            return skip
+    return n
 
 
 def action_continuation(action: str) -> str:

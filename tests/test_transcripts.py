@@ -1,0 +1,116 @@
+"""The transcript format (one append-only text per episode) and whole-episode training sequences."""
+
+from __future__ import annotations
+
+import pytest
+
+from mpr.core import State
+from mpr.lm.prompts import (
+    TRANSCRIPT_BLOCK,
+    action_segment,
+    transcript,
+    transcript_head,
+    transcript_segments,
+    transcript_skip,
+)
+from mpr.training.transcripts import bucket, encode_states, padding_share
+
+
+def byte_ids(text: str) -> list[int]:
+    return list(text.encode())
+
+
+def episode(n: int, obs_len: int = 20) -> list[State]:
+    s = State("t", "put a mug in desk", "You are in the middle of a room.")
+    states = [s]
+    for t in range(n):
+        s = s.after(f"go to shelf {t}", f"You arrive at shelf {t}. " + "x" * obs_len)
+        states.append(s)
+    return states
+
+
+def test_a_state_is_a_byte_prefix_of_every_later_state_and_of_its_children():
+    states = episode(6)
+    texts = [transcript(s) for s in states]
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:]))
+    child = states[3].after("look", "Nothing happens.")
+    assert transcript(child) == texts[3] + action_segment("look") + "Nothing happens."
+    assert transcript(states[0]) == transcript_head(states[0])
+    assert "Admissible" not in texts[-1] and "REASON" not in texts[-1]
+
+
+def test_segments_alternate_actions_and_observations():
+    s = episode(3)[-1]
+    segs = transcript_segments(s)
+    assert len(segs) == 1 + 2 * 3 and segs[1] == "\n> go to shelf 0\n" and segs[2].startswith("You arrive")
+    cut = transcript_segments(s, skip=2)
+    assert len(cut) == 1 + 1 + 2 and cut[1] == "\n[2 earlier turns omitted]" and cut[2] == "\n> go to shelf 2\n"
+
+
+def test_cuts_come_in_blocks_and_keep_the_head():
+    states = episode(40)
+    count = len
+    budget = 900
+    skips = [transcript_skip(s, count, budget) for s in states]
+    assert skips == sorted(skips) and skips[0] == 0 and skips[-1] > 0
+    assert all(k % TRANSCRIPT_BLOCK == 0 for k in skips)
+    assert all(len(transcript(s, k)) <= budget for s, k in zip(states, skips))
+    assert all(transcript(s, k).startswith(transcript_head(s)) for s, k in zip(states, skips))
+    # the cut changes at most once per block of turns: a stable cached prefix in between
+    changes = sum(a != b for a, b in zip(skips, skips[1:]))
+    assert changes <= len(states) // TRANSCRIPT_BLOCK
+    assert transcript_skip(states[5], None, None) == 0
+
+
+def test_an_episode_is_one_sequence_tagged_by_segment():
+    states = episode(4)
+    (e,) = encode_states(states, byte_ids)
+    assert bytes(e.ids).decode() == transcript(states[-1])
+    assert len(e.action_ends) == len(e.turns) == 4 and e.turns == (0, 1, 2, 3)
+    text = bytes(e.ids).decode()
+    actions = "".join(chr(i) for i, m in zip(e.ids, e.action_mask) if m)
+    assert actions == "".join(action_segment(f"go to shelf {t}") for t in range(4))
+    observed = "".join(chr(i) for i, m in zip(e.ids, e.observation_mask) if m)
+    assert observed == "".join(s.turns[-1].observation for s in states[1:])
+    assert all(text[k] == "\n" and e.action_mask[k] for k in e.action_ends)  # the newline closing each action
+    assert not any(a and o for a, o in zip(e.action_mask, e.observation_mask))
+
+
+def test_replayed_prefix_is_context_not_target():
+    (e,) = encode_states(episode(4), byte_ids, first_trained=2)
+    assert e.turns == (2, 3)
+    actions = "".join(chr(i) for i, m in zip(e.ids, e.action_mask) if m)
+    assert actions == action_segment("go to shelf 2") + action_segment("go to shelf 3")
+
+
+def test_long_episodes_become_windows_that_each_turn_was_decided_from():
+    states = episode(30, obs_len=40)
+    budget, reserve = 1200, 30
+    windows = encode_states(states, byte_ids, max_tokens=budget, reserve=reserve)
+    assert len(windows) > 1
+    assert [t for w in windows for t in w.turns] == list(range(30))  # every action trained exactly once
+    for w in windows:
+        text = bytes(w.ids).decode()
+        for end, turn in zip(w.action_ends, w.turns):
+            skip = transcript_skip(states[turn], len, budget, reserve)
+            decided_from = transcript(states[turn], skip) + action_segment(states[turn + 1].turns[-1].action)
+            assert text[: end + 1] == decided_from
+
+
+def test_bucketing_groups_similar_lengths_within_the_budget():
+    lengths = [100, 900, 120, 880, 95, 400, 410, 2000]
+    batches = bucket(lengths, 1000)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(max(lengths[i] for i in b) * len(b) <= 1000 or len(b) == 1 for b in batches)
+    assert padding_share(lengths, batches) < padding_share(lengths, [list(range(len(lengths)))])
+    assert padding_share([5, 5], [[0, 1]]) == 0.0
+
+
+@pytest.mark.models
+def test_segment_ids_decode_to_the_transcript_with_a_real_tokenizer(tiny_engine):
+    states = episode(5)
+    (e,) = encode_states(states, tiny_engine.encode)
+    assert tiny_engine.tokenizer.decode(list(e.ids)) == transcript(states[-1])
+    # the ids of a state are a prefix of the ids of the next one: nothing is encoded twice
+    (shorter,) = encode_states(states[:4], tiny_engine.encode)
+    assert e.ids[: len(shorter.ids)] == shorter.ids

@@ -1,0 +1,97 @@
+"""Whole-episode training data: one token sequence per episode (or per window of a long one).
+
+An episode's transcript (:func:`mpr.lm.prompts.transcript_segments`) is encoded segment by segment
+— the ids a cached engine computes turn after turn — and each token is tagged: action tokens carry
+the policy's loss, observation tokens the world model's, and each action segment's last token is
+where a PRM's value head reads Q(s, a). One forward pass over the sequence trains every step of the
+episode, instead of one row per (state, action) that re-reads the whole history.
+
+Long episodes are cut the way inference cuts them (``transcript_skip``: the oldest turns dropped in
+blocks): the turns that saw the same cut share one window, whose text is exactly what each of them
+was decided from. ``bucket`` groups sequences of similar length so little compute goes to padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mpr.core import State
+from mpr.lm.prompts import transcript_segments, transcript_skip
+
+Encode = Callable[[str], list[int]]
+
+
+@dataclass(frozen=True)
+class EncodedEpisode:
+    """One training sequence. ``ids``: token ids, segment by segment; ``action_mask[i]`` /
+    ``observation_mask[i]``: whether token i is in an action the policy chose / an observation the
+    game printed after one; ``action_ends[k]``: the index of the last token of the k-th trained
+    action, taken at turn ``turns[k]`` of the episode (len(action_ends) == len(turns))."""
+
+    ids: tuple[int, ...]
+    action_mask: tuple[bool, ...]
+    observation_mask: tuple[bool, ...]
+    action_ends: tuple[int, ...]
+    turns: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def encode_states(states: Sequence[State], encode: Encode, max_tokens: int | None = None, reserve: int = 0,
+                  first_trained: int = 0) -> list[EncodedEpisode]:
+    """The windows of one episode, given its states initial first (``states[t]`` is the state before
+    action t; the last one is the final state). Actions before turn ``first_trained`` (a replayed
+    walkthrough prefix) are context only. ``max_tokens``/``reserve``: the cut rule inference uses."""
+    final = states[-1]
+    count = (lambda text: len(encode(text))) if max_tokens is not None else None
+    skips = [transcript_skip(s, count, max_tokens, reserve) for s in states[:-1]]
+    windows = []
+    for skip in sorted(set(skips)):
+        turns = [t for t, k in enumerate(skips) if k == skip]
+        windows.append(_encode_window(final, skip, turns[-1] + 1, set(turns), encode, first_trained))
+    return [w for w in windows if w.turns]
+
+
+def _encode_window(final: State, skip: int, end: int, trained: set[int], encode: Encode,
+                   first_trained: int) -> EncodedEpisode:
+    """Turns ``skip`` .. ``end - 1`` of the final state's transcript, as one tagged sequence."""
+    state = State(final.task_id, final.goal, final.initial, final.turns[:end])
+    segments = transcript_segments(state, skip)
+    head = 2 if skip else 1
+    ids: list[int] = []
+    act: list[bool] = []
+    obs: list[bool] = []
+    ends, turns = [], []
+    for k, segment in enumerate(segments):
+        seg_ids = encode(segment)
+        turn = skip + (k - head) // 2 if k >= head else -1
+        is_action = k >= head and (k - head) % 2 == 0
+        chosen = turn in trained and turn >= first_trained
+        ids += seg_ids
+        act += [is_action and chosen] * len(seg_ids)
+        obs += [k >= head and not is_action and turn in trained] * len(seg_ids)
+        if is_action and chosen and seg_ids:
+            ends.append(len(ids) - 1)
+            turns.append(turn)
+    return EncodedEpisode(tuple(ids), tuple(act), tuple(obs), tuple(ends), tuple(turns))
+
+
+def bucket(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first) whose padded size —
+    rows x longest row — stays within ``max_batch_tokens`` (a longer sequence gets a batch alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and lengths[batches[-1][0]] * (len(batches[-1]) + 1) <= max_batch_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """The share of a padded batch's tokens that are padding, over all ``batches``."""
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - sum(lengths) / padded if padded else 0.0
