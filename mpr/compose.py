@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from mpr.alfworld.agents import REFERENCE_AGENTS, make_policy
@@ -78,7 +79,18 @@ def build_policy(agent: str, seed: int, data_dir: str | None, model: Any, policy
         from mpr.lm.checkpoints import load_checkpoint
 
         model = dataclasses.replace(model, model=str(load_checkpoint(policy_ckpt, "policy", flag="--policy").path))  # type: ignore[arg-type]
+        policy = dataclasses.replace(policy, prompt_format=prompt_format_of(model.model))
     return LLMPolicy(make_engine(model), dataclasses.replace(policy, seed=seed))
+
+
+def prompt_format_of(model: str) -> str:
+    """The prompt format a policy model was trained on: its checkpoint's, else "chat" (a base model)."""
+    from mpr.lm.checkpoints import META_FILE, load_checkpoint
+
+    path = Path(model).expanduser()
+    if not (path / META_FILE).is_file():
+        return "chat"
+    return load_checkpoint(path).meta.get("prompt_format", "chat")
 
 
 def build_models(config: PlannerConfig, policy: Policy, engine: Any, prm: str | None, world: str | None,
@@ -173,7 +185,7 @@ def rollout_policy(policy: str, seed: int, data_dir: str | None, engine: Any = N
 
     mode = "score-sample" if temperature > 0 else "score"
     return LLMPolicy(engine, PolicyConfig(mode=mode, temperature=temperature or 1.0, seed=seed,
-                                          steer_prob=steer_prob))
+                                          steer_prob=steer_prob, prompt_format=prompt_format_of(engine.config.model)))
 
 
 def training_engine_config(config: Any, model: str = "default") -> Any:
@@ -200,14 +212,14 @@ def sampling_policy(path: str, config: Any, seed: int, live_model: Any = None) -
     from mpr.learned.policy import LLMPolicy, PolicyConfig
 
     return LLMPolicy(training_engine(path, config, live_model),
-                     PolicyConfig(mode="score-sample", temperature=1.0, seed=seed))
+                     PolicyConfig(mode="score-sample", temperature=1.0, seed=seed, prompt_format=prompt_format_of(path)))
 
 
 def ranking_policy(model_dir: str, config: Any) -> Any:
     """The LLMPolicy that ranks admissible actions by log-prob (score mode), for held-out agreement."""
     from mpr.learned.policy import LLMPolicy, PolicyConfig
 
-    return LLMPolicy(training_engine(model_dir, config), PolicyConfig(mode="score"))
+    return LLMPolicy(training_engine(model_dir, config), PolicyConfig(mode="score", prompt_format=config.prompt_format))
 
 
 def training_scorer(path: str, config: Any) -> Any:

@@ -114,3 +114,52 @@ def test_segment_ids_decode_to_the_transcript_with_a_real_tokenizer(tiny_engine)
     # the ids of a state are a prefix of the ids of the next one: nothing is encoded twice
     (shorter,) = encode_states(states[:4], tiny_engine.encode)
     assert e.ids[: len(shorter.ids)] == shorter.ids
+
+
+@pytest.mark.models
+def test_segment_scoring_is_batch_invariant_and_matches_joined_ids(tiny_engine):
+    states = episode(3)
+    segs = [transcript_segments(s) for s in states]
+    cands = [[action_segment("look"), action_segment("go to desk 1")]] * len(states)
+    batched = tiny_engine.score_segments(segs, cands)
+    single = [tiny_engine.score_segments([s], [c])[0] for s, c in zip(segs, cands)]
+    flat = lambda rows: [x.logprob for r in rows for x in r]  # noqa: E731
+    assert flat(batched) == pytest.approx(flat(single), abs=1e-4)
+    ids = [[t for seg in s for t in tiny_engine.encode(seg)] for s in segs]
+    reference = tiny_engine._score_ids(ids, [[tiny_engine.encode(c) for c in cs] for cs in cands])
+    assert flat(batched) == pytest.approx(flat(reference), abs=1e-4)
+
+
+@pytest.mark.models
+def test_transcript_policy_keeps_the_policy_contract(tiny_engine):
+    from mpr.checks import check_policy
+    from mpr.learned.policy import LLMPolicy, PolicyConfig
+
+    adm = ("go to desk 1", "look", "inventory")
+    states = [s.after("look", "A room.", adm) for s in episode(3)]
+    for mode in ("score", "score-sample"):
+        check_policy(LLMPolicy(tiny_engine, PolicyConfig(mode=mode, prompt_format="transcript", seed=2)), states)
+    sampled = LLMPolicy(tiny_engine, PolicyConfig(mode="sample", prompt_format="transcript", max_new_tokens=6))
+    check_policy(sampled, states, n=2, deterministic=False)
+    assert sampled.prompt(states[0], "sample").endswith("\n> ")
+
+
+@pytest.mark.models
+def test_whole_episode_sft_trains_a_policy_that_plays(expert_rollouts, tmp_path):
+    from tests.conftest import mpr
+
+    from mpr.lm.checkpoints import load_checkpoint
+
+    out = tmp_path / "PI"
+    mpr("train", "policy", "--sft", "--demos", expert_rollouts, "--out", out, "--preset", "tiny",
+        "--set", "prompt_format=transcript", "--no-progress")
+    meta = load_checkpoint(out, "policy").meta
+    m = meta["metrics"]
+    assert meta["prompt_format"] == "transcript" and m["train_sequences"] >= 1 and m["train_examples"] >= 5
+    assert 0 <= m["padding_share"] < 1 and m["steps"] >= 1
+    again = mpr("train", "policy", "--sft", "--demos", expert_rollouts, "--out", out, "--preset", "tiny",
+                "--set", "prompt_format=transcript", "--no-progress")
+    assert "already trained" in again.stdout
+    played = mpr("eval", "--agent", "policy", "--policy", out, "--split", "valid_seen", "--limit", 2,
+                 "--max-actions", 3, "--workers", 0, "--no-progress")
+    assert "ran 2 episodes" in played.stdout

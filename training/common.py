@@ -219,14 +219,18 @@ def finish_checkpoint(out: Path, kind: str, config: TrainConfig, header: dict[st
 def train_and_save(model: Any, tok: Any, out: Path, kind: str, config: TrainConfig, header: dict[str, Any],
                    num_examples: int, loss_fn: Callable[[list[int]], tuple[Any, int]],
                    evaluate: Callable[[Any], dict[str, Any]], counts: dict[str, Any], progress: bool, desc: str,
-                   stop_after: int | None = None, **info: Any) -> dict[str, Any]:
+                   stop_after: int | None = None, fit_config: TrainConfig | None = None,
+                   **info: Any) -> dict[str, Any]:
     """The end of every stage: train (resumably), save the model, measure it on held-out data, and
     write the metadata. ``evaluate(saved_model)`` returns the held-out metrics; ``counts`` says how
-    much data went in. A run stopped early returns ``{"stopped_at": step}`` and writes nothing."""
+    much data went in. A run stopped early returns ``{"stopped_at": step}`` and writes nothing.
+    ``fit_config``: what the optimizer loop runs with, when it differs from the stage's ``config``
+    (which the metadata records)."""
     from mpr.training.trainer import fit
 
-    result = fit(model, num_examples, loss_fn, config, out, header, progress, desc, stop_after)
-    if result.steps < config.total_steps(num_examples):
+    fit_config = fit_config or config
+    result = fit(model, num_examples, loss_fn, fit_config, out, header, progress, desc, stop_after)
+    if result.steps < fit_config.total_steps(num_examples):
         return {"stopped_at": result.steps}
     saved = save_model(model, tok, out, config)
     metrics = {**evaluate(saved), **counts, "train_tokens_per_second": result.tokens_per_second,

@@ -113,14 +113,69 @@ def train_policy_sft(demos: Sequence[str], out: Path, config: TrainConfig, progr
     done = finished(out, "policy", header, config, echo)
     if done:
         return done
-    return _sft(demo_steps(load_rollouts(*demos)), out, config, header, progress, echo, stop_after, "train policy (sft)")
+    episodes = load_rollouts(*demos)
+    if config.prompt_format == "transcript":
+        return _sft_transcripts(episodes, out, config, header, progress, echo, stop_after)
+    return _sft(demo_steps(episodes), out, config, header, progress, echo, stop_after, "train policy (sft)")
+
+
+def _sft_transcripts(episodes: Sequence[Any], out: Path, config: TrainConfig, header: dict[str, Any],
+                     progress: bool, echo: Callable[[str], None], stop_after: int | None) -> dict[str, Any]:
+    """Whole-episode SFT: every demonstration becomes one sequence (windows when it is longer than
+    ``max_length``) whose action tokens carry the loss; one step is a length bucket of at most
+    ``batch_size x max_length`` tokens."""
+    import dataclasses
+
+    from mpr.lm.prompts import TRANSCRIPT_RESERVE
+    from mpr.training.transcripts import bucket, encode_states, padding_share
+
+    train, val = split_by_game(list(episodes), lambda e: e.task_id, config.val_fraction)
+    if not train:
+        raise MprError("no training episodes (every game is held out)")
+    model, tok = load_model(config.base, "causal", config)
+    encode = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    windows = [w for ep in train for w in encode_states(ep.states(), encode, config.max_length, TRANSCRIPT_RESERVE,
+                                                         first_trained=ep.prefix)]
+    lengths = [len(w) for w in windows]
+    buckets = bucket(lengths, config.batch_size * config.max_length)
+    actions = sum(len(w.turns) for w in windows)
+    echo(f"policy (sft, transcripts): {len(train)} episodes -> {len(windows)} sequences, {actions} actions, "
+         f"{sum(lengths):,} tokens in {len(buckets)} buckets ({100 * padding_share(lengths, buckets):.1f}% padding); "
+         f"{len(val)} episodes held out")
+    step_config = dataclasses.replace(config, batch_size=1)  # one bucket per optimizer step
+    val_steps = spread(demo_steps(val), config.val_examples)
+    return train_and_save(
+        model, tok, out, "policy", config, header, len(buckets),
+        lambda idx: transcript_loss(model, [windows[i] for k in idx for i in buckets[k]], tok.pad_token_id),
+        lambda _saved: ranking_accuracy(str(out), val_steps, config),
+        {"train_examples": actions, "train_sequences": len(windows), "train_tokens": sum(lengths),
+         "padding_share": padding_share(lengths, buckets)},
+        progress, "train policy (sft, transcripts)", stop_after, fit_config=step_config, method=header["method"],
+        prompt_format="transcript")
+
+
+def transcript_loss(model: Any, windows: Sequence[Any], pad: int) -> tuple[Any, int]:
+    """Mean cross-entropy over the action tokens of a batch of encoded episodes; and its tokens."""
+    from mpr.training.common import pad_right
+    from mpr.training.sft import IGNORE
+
+    ids, mask = pad_right([w.ids for w in windows], pad)
+    labels, _ = pad_right([[t if a else IGNORE for t, a in zip(w.ids, w.action_mask)] for w in windows], pad,
+                          fill=IGNORE)
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    return out.loss, int(mask.sum())
 
 
 
 def _require_policy_base(config: TrainConfig) -> str:
+    """The policy checkpoint RFT / DPO improve; they train the chat format's (state, action) rows."""
+    from mpr.compose import prompt_format_of
     from mpr.lm.checkpoints import load_checkpoint
 
-    return str(load_checkpoint(config.base, "policy", flag="policy improvement base (--init)").path)
+    base = str(load_checkpoint(config.base, "policy", flag="policy improvement base (--init)").path)
+    if config.prompt_format != "chat" or prompt_format_of(base) != "chat":
+        raise MprError("rft and dpo improve chat-format policies; a transcript policy is trained with --sft only")
+    return base
 
 
 def prm_best_actions(states: list[State], policy: Any, scorer: Any, n: int, taken: dict[str, str] | None = None

@@ -28,6 +28,7 @@ from mpr.errors import MprError
 from mpr.owned import check_dir, claim_dir
 
 STATE_FILE = "train-state.pt"
+PROMPT_FORMATS = ("chat", "transcript")
 
 
 def _proves_checkpoint_dir(folder: Path) -> bool:
@@ -65,6 +66,9 @@ class TrainConfig:
     gamma: discount of AgentPRM / InversePRM targets. dpo_beta: the DPO KL-anchor strength.
     candidates: actions sampled per state for RFT / DPO. rounds: online DPO rounds.
     threads: torch threads (0: $MPR_THREADS or the core count).
+    prompt_format: "chat" (one row per (state, action): system prompt, history, admissible list) or
+        "transcript" (policy SFT on whole episodes: one sequence per episode, loss on its action
+        tokens, ``batch_size x max_length`` tokens per step in length buckets; see mpr.lm.prompts).
     """
 
     base: str = "tiny"
@@ -86,6 +90,7 @@ class TrainConfig:
     candidates: int = 4
     rounds: int = 4
     threads: int = 0
+    prompt_format: str = "chat"
 
     def __post_init__(self) -> None:
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -101,6 +106,8 @@ class TrainConfig:
         require(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}")
         require(self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}")
         require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
+        require(self.prompt_format in PROMPT_FORMATS,
+                f"prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
 
     def total_steps(self, num_examples: int) -> int:
         if self.max_steps:

@@ -15,6 +15,11 @@ Two modes:
 
 ``steer_prob``: steered exploration — with this probability (seeded per state) a state is
 prompted with the exploration system prompt instead of the usual one.
+
+``prompt_format``: "chat" (the prompts above) or "transcript" (a policy trained on whole episodes:
+the state's transcript with no system prompt and no admissible list; candidates are scored as the
+action segment continuing it, and sample mode writes the action after ``\n> ``; see
+``mpr.lm.prompts``). A policy checkpoint says which format it was trained on.
 """
 
 from __future__ import annotations
@@ -25,15 +30,27 @@ import random
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mpr.config import require
 from mpr.core import FALLBACK_ACTION, State
-from mpr.lm.engine import Engine, SamplingConfig, tokenizer_of
-from mpr.lm.prompts import ChatFormat, action_continuation, parse_action, policy_prompt
+from mpr.lm.engine import Engine, SamplingConfig, SegmentScoring, tokenizer_of
+from mpr.lm.prompts import (
+    TRANSCRIPT_PROMPT_END,
+    TRANSCRIPT_RESERVE,
+    ChatFormat,
+    action_continuation,
+    action_segment,
+    parse_action,
+    policy_prompt,
+    transcript_segments,
+    transcript_skip,
+)
 
 log = logging.getLogger(__name__)
 
 MODES = ("score", "score-sample", "sample")
+PROMPT_FORMATS = ("chat", "transcript")
 
 
 @dataclass(frozen=True)
@@ -45,10 +62,15 @@ class PolicyConfig:
     seed: int = 0
     length_normalize: bool = False
     steer_prob: float = 0.0
+    prompt_format: str = "chat"
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, f"policy mode must be one of {MODES}, got {self.mode!r}")
         require(0 <= self.steer_prob <= 1, f"steer_prob must be in [0, 1], got {self.steer_prob}")
+        require(self.prompt_format in PROMPT_FORMATS,
+                f"prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
+        require(self.prompt_format == "chat" or self.steer_prob == 0,
+                "steered exploration needs the chat prompt format (its system prompt)")
         SamplingConfig(self.temperature, self.top_p, self.max_new_tokens)  # validates the sampling fields
 
 
@@ -68,8 +90,15 @@ class LLMPolicy:
         return {"parse_misses": self.parse_misses, "parsed": self.parsed}
 
     def prompt(self, state: State, mode: str) -> str:
+        if self.config.prompt_format == "transcript":
+            return "".join(self.transcript(state)) + (TRANSCRIPT_PROMPT_END if mode == "sample" else "")
         return policy_prompt(state, self.chat, mode, self.engine.count_tokens, self.engine.config.max_length,
                              explore=self._steered(state))
+
+    def transcript(self, state: State) -> list[str]:
+        """The segments of ``state``'s transcript, cut to the engine's context (see mpr.lm.prompts)."""
+        skip = transcript_skip(state, self.engine.count_tokens, self.engine.config.max_length, TRANSCRIPT_RESERVE)
+        return transcript_segments(state, skip)
 
     def _rng(self, state: State, salt: str) -> random.Random:
         return random.Random(zlib.crc32(f"{salt}:{self.config.seed}:{state.digest()}".encode()))
@@ -105,14 +134,24 @@ class LLMPolicy:
 
     def rank(self, states: Sequence[State]) -> list[list[tuple[str, float]]]:
         """Admissible actions of each state with their log-probs, best first (stable on ties)."""
-        prompts = [self.prompt(s, "score") for s in states]
-        scores = self.engine.score(prompts, [[action_continuation(a) for a in s.admissible] for s in states])
+        scores = self._score_admissible(states)
         ranked = []
         for s, sc in zip(states, scores):
             vals = [x.mean_logprob if self.config.length_normalize else x.logprob for x in sc]
             order = sorted(range(len(vals)), key=lambda k: -vals[k])
             ranked.append([(s.admissible[k], vals[k]) for k in order])
         return ranked
+
+    def _score_admissible(self, states: Sequence[State]) -> list[list[Any]]:
+        """One score call: each state's admissible actions as continuations of its prompt."""
+        if self.config.prompt_format == "chat":
+            return self.engine.score([self.prompt(s, "score") for s in states],
+                                     [[action_continuation(a) for a in s.admissible] for s in states])
+        cands = [[action_segment(a) for a in s.admissible] for s in states]
+        segments = [self.transcript(s) for s in states]
+        if isinstance(self.engine, SegmentScoring):
+            return self.engine.score_segments(segments, cands)
+        return self.engine.score(["".join(seg) for seg in segments], cands)
 
     def _draw(self, state: State, ranked: list[tuple[str, float]], n: int) -> list[str]:
         """``n`` draws from softmax(log-prob / temperature) over the ranked actions (argmax at T=0)."""
@@ -125,7 +164,8 @@ class LLMPolicy:
 
     def _sample(self, states: Sequence[State], n: int) -> list[list[str]]:
         c = self.config
-        sampling = SamplingConfig(c.temperature, c.top_p, c.max_new_tokens, stop=("\n\n", "<|im_end|>"),
+        stop = ("\n",) if c.prompt_format == "transcript" else ("\n\n", "<|im_end|>")
+        sampling = SamplingConfig(c.temperature, c.top_p, c.max_new_tokens, stop=stop,
                                   seed=c.seed + self._calls)
         self._calls += 1
         gens = self.engine.generate([self.prompt(s, "sample") for s in states], n, sampling)

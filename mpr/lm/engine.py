@@ -148,6 +148,15 @@ class GroupedValues(Protocol):
     def value_groups(self, prefixes: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[float]]: ...
 
 
+@runtime_checkable
+class SegmentScoring(Protocol):
+    """An engine that scores continuations of prompts given as segments, each tokenized on its own
+    and the ids concatenated (the ids whole-episode training uses; see ``mpr.lm.prompts``)."""
+
+    def score_segments(self, prompts: Sequence[Sequence[str]],
+                       candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]: ...
+
+
 def tokenizer_of(engine: Any) -> Any:
     """The engine's tokenizer, or None for engines without one."""
     return engine.tokenizer if isinstance(engine, HasTokenizer) else None

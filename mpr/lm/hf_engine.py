@@ -42,6 +42,9 @@ def resolve_dtype(name: str, device: str) -> Any:
     return torch.float32
 
 
+SEGMENT_MEMO = 200_000
+"""Transcript segments whose token ids an engine keeps (then the memo starts over)."""
+
 class HFEngine(TokenizerMixin):
     """Engine over a transformers causal LM (generate, score) and/or value model (value).
 
@@ -64,6 +67,7 @@ class HFEngine(TokenizerMixin):
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.tokenizer = self._load_tokenizer()
         self._lm: Any = lm
+        self._segments: dict[str, list[int]] = {}  # transcript segment -> its token ids
         self._value_model: Any = None
 
     # -- loading -----------------------------------------------------------------------
@@ -158,9 +162,27 @@ class HFEngine(TokenizerMixin):
         """Log-prob of each candidate given its prompt; each prompt is encoded once (see module doc)."""
         if not self._start_score(prompts, candidates):
             return []
-        prompt_ids = [self.encode(p) for p in prompts]
-        cand_ids = [[self.encode(c) for c in cs] for cs in candidates]
-        results: list[list[ContinuationScore]] = [[] for _ in prompts]
+        return self._score_ids([self.encode(p) for p in prompts], [[self.encode(c) for c in cs] for cs in candidates])
+
+    def score_segments(self, prompts: Sequence[Sequence[str]],
+                       candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
+        """``score`` with each prompt given as its segments, each tokenized on its own (ids joined):
+        the ids a transcript was trained on. Segments seen before are not tokenized again."""
+        if not self._start_score(prompts, candidates):
+            return []
+        return self._score_ids([[t for seg in p for t in self._segment_ids(seg)] for p in prompts],
+                               [[self.encode(c) for c in cs] for cs in candidates])
+
+    def _segment_ids(self, segment: str) -> list[int]:
+        if len(self._segments) > SEGMENT_MEMO:  # a long run must not grow without bound
+            self._segments.clear()
+        ids = self._segments.get(segment)
+        if ids is None:
+            ids = self._segments[segment] = self.encode(segment)
+        return ids
+
+    def _score_ids(self, prompt_ids: list[list[int]], cand_ids: list[list[list[int]]]) -> list[list[ContinuationScore]]:
+        results: list[list[ContinuationScore]] = [[] for _ in prompt_ids]
         for chunk in self._prompt_chunks(cand_ids):
             scores = self._score_chunk([prompt_ids[i] for i in chunk], [cand_ids[i] for i in chunk])
             for i, s in zip(chunk, scores):

@@ -25,7 +25,7 @@ The text of a state is a byte prefix of the text of every state after it and of 
 child, and each segment is tokenized on its own (ids are concatenated), so token ids already
 computed for a state are never computed again: training sequences, scoring and a KV cache carried
 across turns all see the same ids. Candidate actions are scored as ``action_segment(a)``, which
-ends with the newline that closes the action. Truncation (``fit_transcript``) keeps the head and
+ends with the newline that closes the action. Truncation (``transcript_skip``) keeps the head and
 drops the oldest turns in blocks, so the kept text stays a stable prefix for many turns at a time.
 """
 
@@ -198,7 +198,12 @@ def fit(render: Callable[[int], str], num_turns: int, count_tokens: Callable[[st
 # -- transcripts -----------------------------------------------------------------------------------
 
 TRANSCRIPT_BLOCK = 8
-"""Turns dropped at a time when a transcript must be cut (see ``fit_transcript``)."""
+"""Turns dropped at a time when a transcript must be cut (see ``transcript_skip``)."""
+TRANSCRIPT_RESERVE = 32
+"""Tokens a policy's transcript keeps free for the action scored or written after it; training
+cuts its windows by the same rule."""
+TRANSCRIPT_PROMPT_END = "\n> "
+"""What a policy that writes its action (sample mode) continues: the start of an action segment."""
 
 
 def transcript_head(state: State) -> str:
