@@ -163,3 +163,25 @@ def test_whole_episode_sft_trains_a_policy_that_plays(expert_rollouts, tmp_path)
     played = mpr("eval", "--agent", "policy", "--policy", out, "--split", "valid_seen", "--limit", 2,
                  "--max-actions", 3, "--workers", 0, "--no-progress")
     assert "ran 2 episodes" in played.stdout
+
+
+@pytest.mark.models
+def test_cache_carried_across_turns_equals_encoding_in_full(tiny_model_dir):
+    """Turn after turn, and for siblings of one state, scoring that continues cached transcripts
+    gives the scores of encoding every prompt in full (fp32, within 1e-4), and computes fewer tokens."""
+    from mpr.lm.engine import EngineConfig
+    from mpr.lm.hf_engine import HFEngine
+
+    config = dict(model=str(tiny_model_dir), dtype="fp32", threads=1, batch_size=8, max_length=2048)
+    cached = HFEngine(EngineConfig(**config))
+    full = HFEngine(EngineConfig(**config, transcript_cache_tokens=0))
+    states = episode(6)
+    siblings = [states[3].after(a, "Nothing happens.") for a in ("look", "inventory")]
+    cands = [action_segment(a) for a in ("look", "go to desk 1", "take mug 1 from desk 1")] + [""]
+    flat = lambda rows: [x.logprob for r in rows for x in r]  # noqa: E731
+    for batch in [[s] for s in states] + [siblings, siblings]:
+        segs = [transcript_segments(s) for s in batch]
+        assert flat(cached.score_segments(segs, [cands] * len(batch))) == pytest.approx(
+            flat(full.score_segments(segs, [cands] * len(batch))), abs=1e-4)
+    assert cached.transcripts.hits >= len(states) + 1  # every turn after the first, and the siblings
+    assert cached.stats.prompt_tokens < 0.5 * full.stats.prompt_tokens

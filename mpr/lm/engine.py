@@ -51,6 +51,8 @@ class EngineConfig:
         the engines of a process).
     vllm_kv_tokens: on a CPU, the tokens a vLLM engine's KV cache holds; its size in bytes follows
         from the model's shape (layers x KV heads x head dim x dtype), not from the machine's RAM.
+    transcript_cache_tokens: tokens of transcript KV caches the HF engine keeps across turns and
+        siblings (``mpr.lm.transcript_cache``; 0: off, every prompt is encoded in full).
     """
 
     model: str = "default"
@@ -62,10 +64,13 @@ class EngineConfig:
     device: str = "auto"
     vllm_memory_fraction: float = 0.25
     vllm_kv_tokens: int = 32768
+    transcript_cache_tokens: int = 65536
 
     def __post_init__(self) -> None:
         require(0 < self.vllm_memory_fraction < 1, "vllm_memory_fraction must be in (0, 1)")
         require(self.vllm_kv_tokens >= 256, f"vllm_kv_tokens must be >= 256, got {self.vllm_kv_tokens}")
+        require(self.transcript_cache_tokens >= 0,
+                f"transcript_cache_tokens must be >= 0 (0: off), got {self.transcript_cache_tokens}")
         require(self.backend in BACKENDS, f"backend must be one of {BACKENDS}, got {self.backend!r}")
         require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         require(self.threads >= 0, f"threads must be >= 0 (0: default), got {self.threads}")

@@ -25,6 +25,7 @@ from mpr.lm.engine import (
     regroup,
     truncate_at_stop,
 )
+from mpr.lm.transcript_cache import TranscriptCache
 from mpr.lm.weights import quiet_transformers, resolve_model
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class HFEngine(TokenizerMixin):
         self.tokenizer = self._load_tokenizer()
         self._lm: Any = lm
         self._segments: dict[str, list[int]] = {}  # transcript segment -> its token ids
+        self.transcripts = TranscriptCache(config.transcript_cache_tokens) if config.transcript_cache_tokens else None
         self._value_model: Any = None
 
     # -- loading -----------------------------------------------------------------------
@@ -170,8 +172,65 @@ class HFEngine(TokenizerMixin):
         the ids a transcript was trained on. Segments seen before are not tokenized again."""
         if not self._start_score(prompts, candidates):
             return []
-        return self._score_ids([[t for seg in p for t in self._segment_ids(seg)] for p in prompts],
-                               [[self.encode(c) for c in cs] for cs in candidates])
+        segments = [[self._segment_ids(seg) for seg in p] for p in prompts]
+        cand_ids = [[self.encode(c) for c in cs] for cs in candidates]
+        if self.transcripts is None:
+            return self._score_ids([[t for seg in p for t in seg] for p in segments], cand_ids)
+        return [self._score_continuing(p, cs) for p, cs in zip(segments, cand_ids)]
+
+    def _score_continuing(self, segments: list[list[int]], cands: list[list[int]]) -> list[ContinuationScore]:
+        """One prompt's candidates, running only the prompt tokens after its longest cached prefix
+        (``mpr.lm.transcript_cache``); the prompt's cache is kept for the prompts that extend it."""
+        import itertools
+
+        import torch
+
+        ids = [t for seg in segments for t in seg]
+        if not ids:
+            raise ValueError("score: empty prompt")
+        entry = self.transcripts.longest(ids, list(itertools.accumulate(map(len, segments))))
+        cache, done = (entry.cache, entry.length) if entry is not None else (None, 0)
+        with torch.inference_mode():
+            if done < len(ids):
+                out = self.lm(input_ids=torch.tensor([ids[done:]], device=self.device), past_key_values=cache,
+                              position_ids=torch.arange(done, len(ids), device=self.device)[None], use_cache=True,
+                              logits_to_keep=1)
+                cache, first = out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+                self.transcripts.store(ids, cache, first)
+                self.stats.prompt_tokens += len(ids) - done
+            else:
+                first = entry.next_logprobs
+            return self._continue_candidates(cache, len(ids), first, cands)
+
+    def _continue_candidates(self, cache: Any, length: int, first: Any,
+                             cands: list[list[int]]) -> list[ContinuationScore]:
+        """The candidates packed in one row continuing ``cache`` (``length`` tokens) under the tree mask
+        of ``_packed``; ``first``: the log-probs of the token after the prompt."""
+        import torch
+
+        packed = [t for c in cands for t in c]
+        if not packed:
+            return [ContinuationScore(0.0, 0) for _ in cands]
+        dev = self.device
+        own = torch.tensor([j for j, c in enumerate(cands) for _ in c], device=dev)
+        off = torch.tensor([k for c in cands for k in range(len(c))], device=dev)
+        ids = torch.tensor(packed, device=dev)
+        same = (own[:, None] == own[None, :]) & (off[None, :] <= off[:, None])
+        allowed = torch.cat([torch.ones((len(packed), length), dtype=torch.bool, device=dev), same], dim=1)
+        attn = torch.zeros((1, 1, len(packed), length + len(packed)), dtype=self.lm.dtype, device=dev)
+        attn.masked_fill_(~allowed[None, None], torch.finfo(self.lm.dtype).min)
+        out = self.lm(input_ids=ids[None], attention_mask=attn, position_ids=(length + off)[None],
+                      past_key_values=cache, use_cache=True)
+        self.stats.prompt_tokens += len(packed)
+        logp = torch.log_softmax(out.logits[0].float(), dim=-1)  # [C, V]
+        tok = first[ids].clone()
+        later = off > 0  # token q (offset > 0) is predicted at q-1, the previous token of its own candidate
+        tok[later] = logp[:-1][later[1:]].gather(1, ids[later][:, None]).squeeze(1)
+        values, scores, q = tok.tolist(), [], 0
+        for c in cands:
+            scores.append(ContinuationScore(float(sum(values[q : q + len(c)])), len(c)))
+            q += len(c)
+        return scores
 
     def _segment_ids(self, segment: str) -> list[int]:
         if len(self._segments) > SEGMENT_MEMO:  # a long run must not grow without bound
