@@ -34,6 +34,11 @@ def test_scores_match_hf(probe):
     assert flat(probe["vllm_score"]) == pytest.approx(flat(probe["hf_score"]), abs=1e-3)
 
 
+def test_transcript_segments_score_as_in_hf(probe):
+    flat = lambda rows: [x for r in rows for x in r]  # noqa: E731
+    assert flat(probe["vllm_segments"]) == pytest.approx(flat(probe["hf_segments"]), abs=1e-3)
+
+
 def test_values_match_hf(probe):
     assert probe["vllm_value"] == pytest.approx(probe["hf_value"], abs=1e-3)
 

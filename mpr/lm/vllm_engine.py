@@ -168,11 +168,23 @@ class VLLMEngine(TokenizerMixin):
         return result
 
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
-        from vllm.inputs import TokensPrompt
-
         if not self._start_score(prompts, candidates):
             return []
-        pairs = [(self.encode(p), self.encode(c)) for p, cs in zip(prompts, candidates) for c in cs]
+        return self._score_ids([self.encode(p) for p in prompts], candidates)
+
+    def score_segments(self, prompts: Sequence[Sequence[str]],
+                       candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
+        """``score`` with each prompt given as segments, tokenized one by one (the ids transcripts are
+        trained on); vLLM's prefix caching reuses the KV blocks of prompts it has run before."""
+        if not self._start_score(prompts, candidates):
+            return []
+        return self._score_ids([[t for seg in p for t in self.encode(seg)] for p in prompts], candidates)
+
+    def _score_ids(self, prompt_ids: list[list[int]],
+                   candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
+        from vllm.inputs import TokensPrompt
+
+        pairs = [(p, self.encode(c)) for p, cs in zip(prompt_ids, candidates) for c in cs]
         todo = [k for k, (_, c) in enumerate(pairs) if c]
         params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
         self.stats.prompt_tokens += sum(len(p) + len(c) for p, c in pairs)
