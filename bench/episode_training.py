@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -42,15 +43,6 @@ def chat_rows(episodes: list, tok, config: TrainConfig) -> list[tuple[list[int],
 
     make = _prompt_fn(tok, config)
     return [make(s, a) for s, a in demo_steps(episodes)]
-
-
-def transcript_windows(episodes: list, tok, config: TrainConfig) -> list:
-    from mpr.lm.prompts import TRANSCRIPT_RESERVE
-    from mpr.training.transcripts import encode_states
-
-    encode = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    return [w for ep in episodes for w in encode_states(ep.states(), encode, config.max_length, TRANSCRIPT_RESERVE,
-                                                         first_trained=ep.prefix)]
 
 
 def timed(step, steps: int) -> float:
@@ -80,10 +72,10 @@ def report(episodes: int, threads: int, chat: dict, transcript: dict) -> float:
 def main() -> None:
     import torch
 
-    from mpr.training.common import load_model
+    from mpr.training.common import encode, load_model
     from mpr.training.policy import transcript_loss
     from mpr.training.sft import sft_loss
-    from mpr.training.transcripts import bucket, padding_share
+    from mpr.training.transcripts import bucket, encode_episodes, padding_share
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--games", type=int, default=24)
@@ -114,7 +106,7 @@ def main() -> None:
     row_batches = bucket(row_lengths, config.batch_size * max(row_lengths))  # fixed rows per step, sorted
     first_rows = [rows[i] for i in sorted(range(len(rows)), key=lambda i: -row_lengths[i])[: config.batch_size]]
     chat_s = timed(step(lambda: sft_loss(model, first_rows, tok.pad_token_id)), args.steps)
-    windows = transcript_windows(episodes, tok, config)
+    windows = encode_episodes(episodes, partial(encode, tok), config.max_length)
     lengths = [len(w) for w in windows]
     buckets = bucket(lengths, config.batch_size * config.max_length)
     big = [windows[i] for i in buckets[0]]

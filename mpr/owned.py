@@ -117,12 +117,16 @@ def first_line_header(path: Path) -> dict[str, Any] | None:
     """The header of an mpr records file (its first line: JSON with ``"type": "header"``), or None."""
     try:
         with open(path, "rb") as f:
-            line = f.readline()
+            return header_of(f.readline())
     except OSError:
         return None
+
+
+def header_of(line: bytes) -> dict[str, Any] | None:
+    """The mpr header a records line holds (JSON with ``"type": "header"``), or None."""
     try:
         data = json.loads(line)
-    except (UnicodeDecodeError, ValueError):
+    except ValueError:  # UnicodeDecodeError is one
         return None
     return data if isinstance(data, dict) and data.get("type") == "header" else None
 

@@ -126,16 +126,16 @@ def _sft_transcripts(episodes: Sequence[Any], out: Path, config: TrainConfig, he
     ``batch_size x max_length`` tokens."""
     import dataclasses
 
-    from mpr.lm.prompts import TRANSCRIPT_RESERVE
-    from mpr.training.transcripts import bucket, encode_states, padding_share
+    from functools import partial
+
+    from mpr.training.common import encode
+    from mpr.training.transcripts import bucket, encode_episodes, padding_share
 
     train, val = split_by_game(list(episodes), lambda e: e.task_id, config.val_fraction)
     if not train:
         raise MprError("no training episodes (every game is held out)")
     model, tok = load_model(config.base, "causal", config)
-    encode = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    windows = [w for ep in train for w in encode_states(ep.states(), encode, config.max_length, TRANSCRIPT_RESERVE,
-                                                         first_trained=ep.prefix)]
+    windows = encode_episodes(train, partial(encode, tok), config.max_length)
     lengths = [len(w) for w in windows]
     buckets = bucket(lengths, config.batch_size * config.max_length)
     actions = sum(len(w.turns) for w in windows)

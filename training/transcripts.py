@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mpr.core import State
-from mpr.lm.prompts import transcript_segments, transcript_skip
+from mpr.lm.prompts import TRANSCRIPT_RESERVE, transcript_segments, transcript_skip
 
 Encode = Callable[[str], list[int]]
 
@@ -45,6 +46,7 @@ def encode_states(states: Sequence[State], encode: Encode, max_tokens: int | Non
     action t; the last one is the final state). Actions before turn ``first_trained`` (a replayed
     walkthrough prefix) are context only. ``max_tokens``/``reserve``: the cut rule inference uses."""
     final = states[-1]
+    encode = _memoized(encode)  # every state's cut re-measures the same segments
     count = (lambda text: len(encode(text))) if max_tokens is not None else None
     skips = [transcript_skip(s, count, max_tokens, reserve) for s in states[:-1]]
     windows = []
@@ -52,6 +54,25 @@ def encode_states(states: Sequence[State], encode: Encode, max_tokens: int | Non
         turns = [t for t, k in enumerate(skips) if k == skip]
         windows.append(_encode_window(final, skip, turns[-1] + 1, set(turns), encode, first_trained))
     return [w for w in windows if w.turns]
+
+
+def _memoized(encode: Encode) -> Encode:
+    memo: dict[str, list[int]] = {}
+
+    def cached(text: str) -> list[int]:
+        if text not in memo:
+            memo[text] = encode(text)
+        return memo[text]
+
+    return cached
+
+
+def encode_episodes(episodes: Sequence[Any], encode: Encode, max_tokens: int) -> list[EncodedEpisode]:
+    """The training sequences of recorded episodes (``mpr.run.episodes.EpisodeResult``), in order: each
+    cut by the policy's own rule (``TRANSCRIPT_RESERVE`` tokens kept for the action), its replayed
+    walkthrough prefix context only."""
+    return [w for ep in episodes for w in encode_states(ep.states(), encode, max_tokens, TRANSCRIPT_RESERVE,
+                                                         first_trained=ep.prefix)]
 
 
 def _encode_window(final: State, skip: int, end: int, trained: set[int], encode: Encode,

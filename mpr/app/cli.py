@@ -17,6 +17,9 @@ from mpr.lm.engine import BACKENDS, DTYPES
 from mpr.planners.config import PLANNERS
 
 
+INTERRUPTED = "\ninterrupted: finished episodes are saved; rerun the same command to resume"
+
+
 class _Group(click.Group):
     """Turns MprError and click's own usage errors into one clear line, Ctrl-C into a resumable note."""
 
@@ -35,7 +38,7 @@ class _Group(click.Group):
             click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
-            click.echo("\ninterrupted: finished episodes are saved; rerun the same command to resume", err=True)
+            click.echo(INTERRUPTED, err=True)
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -46,7 +49,7 @@ class _Group(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("\ninterrupted: finished episodes are saved; rerun the same command to resume", err=True)
+            click.echo(INTERRUPTED, err=True)
             ctx.exit(130)
 
 

@@ -25,7 +25,7 @@ from mpr.alfworld.data import TASK_TYPES, Task
 from mpr.alfworld.env import Reset
 from mpr.core import Env, Planner, State, TimeStep, Turn, check_aligned
 from mpr.errors import MprError
-from mpr.owned import check_writable_file
+from mpr.owned import check_writable_file, header_of
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def parse_episode_file(path: Path, flag: str = "records") -> tuple[dict[str, Any
         raise MprError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
     complete = raw.rfind(b"\n") + 1
     lines = raw[:complete].split(b"\n")[:-1]
-    header = _header_line(lines[0] if lines else b"")
+    header = header_of(lines[0] if lines else b"")
     if header is None:
         raise MprError(f"{flag} {path} is not an mpr episode file (its first line is no mpr header); "
                        "choose another path")
@@ -159,14 +159,6 @@ def parse_episode_file(path: Path, flag: str = "records") -> tuple[dict[str, Any
             result = _episode_line(line, path, number)
             results[result.key] = result
     return {k: v for k, v in header.items() if k != "type"}, results, complete
-
-
-def _header_line(line: bytes) -> dict[str, Any] | None:
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and data.get("type") == "header" else None
 
 
 def _episode_line(line: bytes, path: Path, number: int) -> EpisodeResult:
