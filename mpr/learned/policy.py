@@ -97,7 +97,9 @@ class LLMPolicy:
 
     def transcript(self, state: State) -> list[str]:
         """The segments of ``state``'s transcript, cut to the engine's context (see mpr.lm.prompts)."""
-        skip = transcript_skip(state, self.engine.count_tokens, self.engine.config.max_length, TRANSCRIPT_RESERVE)
+        # the segment-wise count the engine scores with (HF: from its memo, so a segment is tokenized once)
+        count = self.engine.count_segment_tokens if isinstance(self.engine, SegmentScoring) else self.engine.count_tokens
+        skip = transcript_skip(state, count, self.engine.config.max_length, TRANSCRIPT_RESERVE)
         return transcript_segments(state, skip)
 
     def _rng(self, state: State, salt: str) -> random.Random:

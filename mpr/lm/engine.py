@@ -156,7 +156,10 @@ class GroupedValues(Protocol):
 @runtime_checkable
 class SegmentScoring(Protocol):
     """An engine that scores continuations of prompts given as segments, each tokenized on its own
-    and the ids concatenated (the ids whole-episode training uses; see ``mpr.lm.prompts``)."""
+    and the ids concatenated (the ids whole-episode training uses; see ``mpr.lm.prompts``), and
+    counts a segment's tokens the same way (what a transcript's cut is measured in)."""
+
+    def count_segment_tokens(self, segment: str) -> int: ...
 
     def score_segments(self, prompts: Sequence[Sequence[str]],
                        candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]: ...

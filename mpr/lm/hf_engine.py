@@ -46,6 +46,7 @@ def resolve_dtype(name: str, device: str) -> Any:
 SEGMENT_MEMO = 200_000
 """Transcript segments whose token ids an engine keeps (then the memo starts over)."""
 
+
 class HFEngine(TokenizerMixin):
     """Engine over a transformers causal LM (generate, score) and/or value model (value).
 
@@ -231,6 +232,9 @@ class HFEngine(TokenizerMixin):
             scores.append(ContinuationScore(float(sum(values[q : q + len(c)])), len(c)))
             q += len(c)
         return scores
+
+    def count_segment_tokens(self, segment: str) -> int:
+        return len(self._segment_ids(segment))
 
     def _segment_ids(self, segment: str) -> list[int]:
         if len(self._segments) > SEGMENT_MEMO:  # a long run must not grow without bound

@@ -180,6 +180,9 @@ class VLLMEngine(TokenizerMixin):
             return []
         return self._score_ids([[t for seg in p for t in self.encode(seg)] for p in prompts], candidates)
 
+    def count_segment_tokens(self, segment: str) -> int:
+        return self.count_tokens(segment)
+
     def _score_ids(self, prompt_ids: list[list[int]],
                    candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]:
         from vllm.inputs import TokensPrompt
