@@ -45,18 +45,32 @@ AGENTS = REFERENCE_AGENTS + ("llm", "policy", "prm")
 
 def split_agent(agent: str | None, policy_ckpt: str | None, planner: PlannerConfig) -> tuple[str, PlannerConfig]:
     """``--agent beam`` (any planner name) is shorthand for ``--planner beam`` with the trained
-    policy (``--policy``) or else the base LLM proposing. No agent: the trained policy when given,
-    else the LLM for planners and the handcoded expert for greedy. Other agents pass through."""
+    policy proposing. No agent: the trained policy (``--policy``, else the shipped default π₀, see
+    :func:`resolve_policy_ckpt`). Other agents pass through."""
     if agent is None:
-        return ("policy" if policy_ckpt else "llm" if planner.name != "greedy" else "expert"), planner
+        return "policy", planner
     if agent in PLANNERS:
-        return ("policy" if policy_ckpt else "llm"), dataclasses.replace(planner, name=agent)
+        return "policy", dataclasses.replace(planner, name=agent)
     return agent, planner
 
 
-def check_agent(agent: str, policy_ckpt: str | None = None, prm: str | None = None) -> None:
+def resolve_policy_ckpt(agent: str, policy_ckpt: str | None) -> str | None:
+    """The policy checkpoint an agent plays with: ``--policy`` when given, else (for ``policy``)
+    the default π₀ shipped in the package (``mpr.lm.weights.shipped_model_dir("policy")``)."""
+    from mpr.lm.checkpoints import META_FILE
+    from mpr.lm.weights import shipped_model_dir
+
+    if agent != "policy" or policy_ckpt is not None:
+        return policy_ckpt
+    shipped = shipped_model_dir("policy")
+    require((shipped / META_FILE).is_file(),
+            f"--agent policy: no --policy CKPT given and no shipped default policy at {shipped} "
+            "(train one: README, 'The default policy')")
+    return str(shipped)
+
+
+def check_agent(agent: str, prm: str | None = None) -> None:
     require(agent in AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS + PLANNERS)}")
-    require(agent != "policy" or policy_ckpt is not None, "--agent policy needs --policy CKPT (a trained policy)")
     require(agent != "prm" or prm is not None, "--agent prm needs --prm CKPT (a trained PRM)")
 
 
@@ -65,7 +79,8 @@ def build_policy(agent: str, seed: int, data_dir: str | None, model: Any, policy
     """A reference policy by name; the LLM policy over the default/given model (``llm``) or a trained
     policy checkpoint (``policy``); or the PRM ranking the admissible actions (``prm``). ``model`` is
     an EngineConfig, ``policy`` a PolicyConfig."""
-    check_agent(agent, policy_ckpt, prm)
+    check_agent(agent, prm)
+    policy_ckpt = resolve_policy_ckpt(agent, policy_ckpt)
     if agent in REFERENCE_AGENTS:
         return make_policy(agent, seed, data_dir)
     if agent == "prm":

@@ -40,7 +40,8 @@ def test_unknown_split_and_agent(games_root):
 
 
 def test_missing_data_says_how_to_prepare(tmp_path):
-    assert_one_error_line(mpr("eval", "--data-dir", str(tmp_path), "--limit", "1"), "mpr data prepare")
+    assert_one_error_line(mpr("eval", "--agent", "random", "--data-dir", str(tmp_path), "--limit", "1"),
+                          "mpr data prepare")
     assert_one_error_line(mpr("plan", "--data-dir", str(tmp_path), "--task", "valid_unseen/x/y"), "mpr data prepare")
 
 

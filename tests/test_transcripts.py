@@ -8,6 +8,7 @@ from mpr.core import State
 from mpr.lm.prompts import (
     TRANSCRIPT_BLOCK,
     action_segment,
+    observation_segment,
     transcript,
     transcript_head,
     transcript_segments,
@@ -34,7 +35,7 @@ def test_a_state_is_a_byte_prefix_of_every_later_state_and_of_its_children():
     texts = [transcript(s) for s in states]
     assert all(b.startswith(a) for a, b in zip(texts, texts[1:]))
     child = states[3].after("look", "Nothing happens.")
-    assert transcript(child) == texts[3] + action_segment("look") + "Nothing happens."
+    assert transcript(child) == texts[3] + action_segment("look") + observation_segment("Nothing happens.", child.goal)
     assert transcript(states[0]) == transcript_head(states[0])
     assert "Admissible" not in texts[-1] and "REASON" not in texts[-1]
 

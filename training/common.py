@@ -80,11 +80,11 @@ def _section(data: dict[str, Any], stage: str, where: str) -> dict[str, Any]:
 
 
 def resolve_base(base: str) -> str:
-    """A model directory for ``base``; the tiny model is built on first use (seconds)."""
+    """A model directory for ``base``; a from-scratch size (``SCRATCH_SIZES``) is built on first use (seconds)."""
     from mpr.lm import weights as models
 
-    if base == "tiny" and not (models.tiny_model_dir() / models.READY_MARKER).exists():
-        models.build_tiny()
+    if base in models.SCRATCH_SIZES and not (models.scratch_model_dir(base) / models.READY_MARKER).exists():
+        models.build_scratch(base)
     if Path(base).expanduser().is_dir() and (Path(base).expanduser() / META_FILE).exists():
         return str(load_checkpoint(base, flag="base").path)
     return models.resolve_model(base)
@@ -160,6 +160,16 @@ def split_by_game(items: Sequence[Any], task_of: Callable[[Any], str], fraction:
         train = [x for x in items if task_of(x) != last]
         val = [x for x in items if task_of(x) == last]
     return train, val
+
+
+def sample_games(items: Sequence[Any], task_of: Callable[[Any], str], n: int, fraction: float) -> list[Any]:
+    """``items`` of at most ``n`` training games plus every held-out game (so runs on fewer games
+    are validated on the same games): the training games with the smallest salted hash of their id,
+    a deterministic sample that does not depend on the order the items were recorded in."""
+    games = sorted({task_of(x) for x in items if not is_held_out(task_of(x), fraction)},
+                   key=lambda t: (zlib.crc32(f"sample:{t}".encode()), t))
+    keep = set(games[:n])
+    return [x for x in items if task_of(x) in keep or is_held_out(task_of(x), fraction)]
 
 
 def stage_header(header: dict[str, Any], config: TrainConfig) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from mpr.training.common import (
     finish_checkpoint,
     finished,
     load_model,
+    sample_games,
     save_model,
     split_by_game,
     spread,
@@ -114,6 +115,13 @@ def train_policy_sft(demos: Sequence[str], out: Path, config: TrainConfig, progr
     if done:
         return done
     episodes = load_rollouts(*demos)
+    if config.only_won:
+        episodes = [ep for ep in episodes if ep.won]
+        echo(f"policy (sft): {len(episodes)} won demonstrations kept (only_won)")
+    if config.max_games:
+        episodes = sample_games(episodes, lambda e: e.task_id, config.max_games, config.val_fraction)
+        echo(f"policy (sft): {len(episodes)} demonstrations of at most {config.max_games} training games "
+             "and the held-out games (max_games)")
     if config.prompt_format == "transcript":
         return _sft_transcripts(episodes, out, config, header, progress, echo, stop_after)
     return _sft(demo_steps(episodes), out, config, header, progress, echo, stop_after, "train policy (sft)")

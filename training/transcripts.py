@@ -92,11 +92,19 @@ def _encode_window(final: State, skip: int, end: int, trained: set[int], encode:
         chosen = turn in trained and turn >= first_trained
         ids += seg_ids
         act += [is_action and chosen] * len(seg_ids)
-        obs += [k >= head and not is_action and turn in trained] * len(seg_ids)
+        observed = _printed_tokens(seg_ids, state.turns[turn].observation, encode) if turn >= 0 else 0
+        obs += [k >= head and not is_action and turn in trained and i < observed for i in range(len(seg_ids))]
         if is_action and chosen and seg_ids:
             ends.append(len(ids) - 1)
             turns.append(turn)
     return EncodedEpisode(tuple(ids), tuple(act), tuple(obs), tuple(ends), tuple(turns))
+
+
+def _printed_tokens(segment_ids: list[int], observation: str, encode: Encode) -> int:
+    """How many leading tokens of an observation segment are what the game printed (the world
+    model's targets), not the task restated after it; all of them when the tokenizer merged the two."""
+    printed = encode(observation)
+    return len(printed) if segment_ids[: len(printed)] == printed else len(segment_ids)
 
 
 def bucket(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:

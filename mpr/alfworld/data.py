@@ -319,7 +319,7 @@ def list_tasks(
     tasks = [task_from_game_file(f, data_dir) for f in iter_game_files(root, split)]
     if task_type:
         tasks = [t for t in tasks if t.task_type == task_type]
-    elif limit is not None and limit < len(tasks):
+    elif limit is not None:
         tasks = _round_robin_by_type(tasks)
     return tasks[:limit] if limit is not None else tasks
 

@@ -102,8 +102,8 @@ def tasks_cmd(split: str, task_type: str | None, limit: int | None, data_dir: st
 _AGENT_HELP = ("walkthrough (replays the game's solution), expert (ALFWorld's handcoded expert), random, "
                "llm (a language-model policy, see --model), policy (a trained policy, --policy CKPT) "
                "or prm (the admissible action a trained PRM scores highest, --prm CKPT); or a planner name "
-               "(best-of-n, beam, mcts: shorthand for --planner NAME with --policy CKPT or the llm proposing). "
-               "Default: policy with --policy, else llm for planners, else expert.")
+               "(best-of-n, beam, mcts: shorthand for --planner NAME with the policy proposing). "
+               "Default: policy — --policy CKPT, else the default policy shipped with mpr.")
 
 
 def model_options(fn: Any) -> Any:
@@ -119,7 +119,8 @@ def model_options(fn: Any) -> Any:
         click.option("--threads", type=int, default=0, help="torch threads (0: $MPR_THREADS or the core count)."),
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option("--policy", "policy_ckpt", type=click.Path(), default=None,
-                     help="A policy checkpoint (`mpr train policy`), for --agent policy."),
+                     help="A policy checkpoint (`mpr train policy`) for --agent policy and the planners "
+                          "[the shipped default policy]."),
         click.option("--prm", type=click.Path(), default=None,
                      help="A PRM checkpoint (`mpr train prm`): for --agent prm, and the planners' scorer "
                           "(default: the base model as a zero-shot judge)."),
@@ -256,7 +257,7 @@ def plan_cmd(task: str, agent: str, seed: int, max_actions: int, data_dir: str |
 
 def _uses_expert(agent: str | None, flags: dict[str, Any]) -> bool:
     """Compute the handcoded expert's actions only for the expert agent (they cost env time)."""
-    return agent == "expert" or (agent is None and not flags["policy_ckpt"] and flags["planner"] == "greedy")
+    return agent == "expert"
 
 
 def _pick(flags: dict[str, Any]) -> dict[str, Any]:
@@ -527,6 +528,22 @@ def models_prepare(tiny: bool) -> None:
             click.echo(f"tiny model already built at {m.tiny_model_dir()}")
         else:
             click.echo(f"tiny model built at {m.build_tiny()}")
+
+
+@models.command("ship")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--kind", type=click.Choice(["policy"]), default="policy", show_default=True,
+              help="Which shipped default it replaces.")
+@click.option("--command", "recipe", default=None, help="The command that trained it (kept in its metadata).")
+def models_ship(checkpoint: str, kind: str, recipe: str | None) -> None:
+    """Make a trained checkpoint the default shipped in the package (fp16 safetensors + metadata)."""
+    from mpr.lm.checkpoints import load_checkpoint, ship_checkpoint
+    from mpr.lm.weights import shipped_model_dir
+
+    load_checkpoint(checkpoint, kind, flag="CHECKPOINT")
+    shipped = ship_checkpoint(checkpoint, shipped_model_dir(kind), command=recipe)
+    size = sum(f.stat().st_size for f in shipped.path.iterdir()) / 1e6
+    click.echo(f"shipped {checkpoint} as the default {kind} at {shipped.path} ({size:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -57,8 +57,32 @@ def default_model_dir() -> Path:
     return models_dir() / DEFAULT_MODEL_NAME
 
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+"""Models that ship inside the package (fp16 safetensors + mpr-checkpoint.json): ``shipped/<kind>``."""
+
+
+def shipped_model_dir(kind: str) -> Path:
+    """Where the shipped default checkpoint of ``kind`` ("policy", ...) lives (it may be absent)."""
+    return SHIPPED_DIR / kind
+
+
+SCRATCH_SIZES = {"tiny": (256, 4, 4), "small": (384, 6, 6), "medium": (512, 8, 8)}
+"""From-scratch Llamas on the ALFWorld tokenizer: name -> (hidden, layers, heads); ~4.3M, ~11M and
+~26M parameters (fp16: 9, 22 and 52 MB)."""
+
+
 def tiny_model_dir() -> Path:
-    return models_dir() / "tiny-alfworld"
+    return scratch_model_dir("tiny")
+
+
+def scratch_model_dir(size: str) -> Path:
+    return models_dir() / f"{size}-alfworld"
+
+
+def build_scratch(size: str) -> Path:
+    """Build the from-scratch model ``size`` (a SCRATCH_SIZES name) in the models cache."""
+    hidden, layers, heads = SCRATCH_SIZES[size]
+    return build_tiny(scratch_model_dir(size), hidden=hidden, layers=layers, heads=heads)
 
 
 def resolve_model(name: str) -> str:
@@ -68,10 +92,10 @@ def resolve_model(name: str) -> str:
         if not (d / READY_MARKER).exists():
             raise MprError(f"the default model is not prepared at {d}: run `mpr models prepare`")
         return str(d)
-    if name == "tiny":
-        d = tiny_model_dir()
+    if name in SCRATCH_SIZES:
+        d = scratch_model_dir(name)
         if not (d / READY_MARKER).exists():
-            raise MprError(f"the tiny model is not built at {d}: run `mpr models prepare --tiny`")
+            raise MprError(f"the {name} model is not built at {d}: run `mpr models prepare --tiny`")
         return str(d)
     path = Path(name).expanduser()
     if path.exists():

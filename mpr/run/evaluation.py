@@ -21,7 +21,7 @@ from mpr.alfworld.data import (
     resolve_task,
 )
 from mpr.alfworld.env import EnvConfig, SerialEnv
-from mpr.compose import build_planner, check_agent, close_parts, counters, split_agent
+from mpr.compose import build_planner, check_agent, close_parts, counters, resolve_policy_ckpt, split_agent
 from mpr.config import require, to_dict
 from mpr.core import FALLBACK_ACTION, Env, Labelled, State, TimeStep
 from mpr.errors import MprError
@@ -67,7 +67,7 @@ class EvalConfig:
         agent, planner = split_agent(self.agent, self.policy_ckpt, self.planner)
         object.__setattr__(self, "agent", agent)
         object.__setattr__(self, "planner", planner)
-        check_agent(self.agent, self.policy_ckpt, self.prm)
+        check_agent(self.agent, self.prm)
         require(self.split in SPLITS, f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
         require(
             self.task_type is None or self.task_type in TASK_TYPES,
@@ -75,6 +75,12 @@ class EvalConfig:
         )
         require(self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}")
         require(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+
+    @property
+    def policy_checkpoint(self) -> str | None:
+        """``policy_ckpt``, or the shipped default π₀ for the ``policy`` agent (found when used, so a
+        missing game or a bad flag is reported before a missing model)."""
+        return resolve_policy_ckpt(self.agent, self.policy_ckpt)
 
     def record_header(self) -> dict[str, Any]:
         """The settings that determine episode outcomes; a resumed file must match them."""
@@ -87,7 +93,7 @@ class EvalConfig:
         if self.agent == "llm":
             header.update(model=self.model.model, policy=to_dict(self.policy))
         if self.agent == "policy":
-            header.update(policy_ckpt=str(Path(self.policy_ckpt).resolve()), policy=to_dict(self.policy))
+            header.update(policy_ckpt=str(Path(self.policy_checkpoint).resolve()), policy=to_dict(self.policy))
         if self.agent == "prm":
             header.update(prm=str(Path(self.prm).resolve()))
         if self.planner.name != "greedy":
@@ -112,14 +118,14 @@ class EvalJob:
         from mpr.lm.checkpoints import SCORER_KINDS, load_checkpoint
 
         c = self.config
-        for path, kinds, flag in ((c.policy_ckpt, ("policy",), "--policy"), (c.prm, SCORER_KINDS, "--prm"),
+        for path, kinds, flag in ((c.policy_checkpoint, ("policy",), "--policy"), (c.prm, SCORER_KINDS, "--prm"),
                                   (c.world, ("world",), "--world")):
             if path is not None:
                 load_checkpoint(path, *kinds, flag=flag)
 
     def build(self) -> tuple[Any, dict[str, Any]]:
         c = self.config
-        return build_planner(c.agent, c.seed, c.env, c.model, c.policy, c.policy_ckpt, c.prm, c.world, c.planner)
+        return build_planner(c.agent, c.seed, c.env, c.model, c.policy, c.policy_checkpoint, c.prm, c.world, c.planner)
 
     def play(self, built: tuple[Any, dict[str, Any]], env: Env, items: Sequence[WorkItem]) -> Iterator[EpisodeResult]:
         yield from iter_episodes(env, built[0], [it.task for it in items], seed=self.config.seed)
@@ -217,7 +223,7 @@ def play(task: str, config: EvalConfig, echo: Callable[[str], None] = print, tre
     resolved = resolve_task(task, c.env.data_dir)
     if tree_out is not None:
         claim_dir(tree_out, "search trees", flag="--tree", legacy=[lambda d: any(d.glob("step-*.json"))])
-    decide, parts = build_planner(c.agent, c.seed, c.env, c.model, c.policy, c.policy_ckpt, c.prm, c.world, c.planner,
+    decide, parts = build_planner(c.agent, c.seed, c.env, c.model, c.policy, c.policy_checkpoint, c.prm, c.world, c.planner,
                                   record_tree=tree_out is not None)
     printer = _StepPrinter(resolved.id, echo, _shown_world_model(parts, c.world, c.model, echo), c.planner.name,
                            tree_out, show_alternatives)
