@@ -45,3 +45,45 @@ def test_no_agent_means_the_policy_and_the_shipped_checkpoint(tmp_path, monkeypa
     (tmp_path / "policy").mkdir()
     (tmp_path / "policy" / "mpr-checkpoint.json").write_text(json.dumps({"kind": "policy"}))
     assert resolve_policy_ckpt("policy", None) == str(tmp_path / "policy")
+
+
+@pytest.mark.models
+def test_a_shipped_checkpoint_is_fp16_keeps_its_metadata_and_scores_like_the_trained_one(tiny_chain, tmp_path):
+    from safetensors import safe_open
+
+    from mpr.compose import ranking_policy
+    from mpr.lm.checkpoints import load_checkpoint, ship_checkpoint
+    from mpr.training.rollout import load_rollouts, transitions
+
+    trained = load_checkpoint(tiny_chain / "PI", "policy")
+    shipped = ship_checkpoint(tiny_chain / "PI", tmp_path / "policy", command="mpr train policy ...")
+    assert shipped.kind == "policy" and shipped.meta["header"] == trained.meta["header"]
+    assert shipped.meta["shipped"]["command"] == "mpr train policy ..." and shipped.meta["shipped"]["dtype"] == "fp16"
+    with safe_open(str(shipped.path / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}
+    assert not (shipped.path / "train-state.pt").exists()  # weights and metadata only
+    config = TrainConfig(threads=1, dtype="fp32", batch_size=8)
+    states = [t.state for ep in load_rollouts(tiny_chain / "R") for t in transitions(ep)][:6]
+    a = ranking_policy(str(trained.path), config).rank(states)
+    b = ranking_policy(str(shipped.path), config).rank(states)
+    for ra, rb in zip(a, b):
+        va, vb = dict(ra), dict(rb)
+        # fp16 weights: measured |Δ log-prob| <= 6e-3 (a trained 4.3M transcript policy, 40 states, fp32)
+        assert va.keys() == vb.keys() and max(abs(va[k] - vb[k]) for k in va) < 2e-2
+
+
+def test_prefix_order_decides_the_verb_by_its_mass_then_the_object():
+    import math
+
+    from mpr.learned.policy import prefix_order
+
+    # an explorer: "look" is the single most likely action, but going somewhere is 4x likelier
+    actions = ["look", "go to shelf 1", "go to shelf 2", "go to desk 1", "go to bed 1",
+               "take mug 1 from desk 1", "take mug 2 from desk 1"]
+    probs = [0.15, 0.12, 0.11, 0.10, 0.27, 0.13, 0.12]
+    logp = [math.log(p) for p in probs]
+    order = [actions[i] for i in prefix_order(actions, logp)]
+    assert order[0] == "go to bed 1" and order[:4] == ["go to bed 1", "go to shelf 1", "go to shelf 2", "go to desk 1"]
+    assert order[4:] == ["take mug 1 from desk 1", "take mug 2 from desk 1", "look"]  # take: 0.25 > look 0.15
+    assert prefix_order(["look", "go to bed 1"], [logp[0], logp[4]]) == [1, 0]
+    assert prefix_order([], []) == []

@@ -114,6 +114,9 @@ def model_options(fn: Any) -> Any:
         click.option("--policy-mode", type=click.Choice(["score", "score-sample", "sample"]), default="score",
                      show_default=True, help="score: rank admissible actions by log-prob (top-N); score-sample: "
                      "draw from softmax(log-prob/T); sample: generate and parse REASON/ACTION."),
+        click.option("--rank-by", type=click.Choice(["action", "prefix"]), default="action", show_default=True,
+                     help="score mode: order admissible actions by their own log-prob (action) or word by "
+                          "word by the probability of their prefix (prefix; see mpr.learned.policy)."),
         click.option("--backend", type=click.Choice(BACKENDS), default="hf", show_default=True),
         click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True),
         click.option("--threads", type=int, default=0, help="torch threads (0: $MPR_THREADS or the core count)."),
@@ -159,13 +162,14 @@ def _planner_config(planner: str, oracle_world: bool, no_cache: bool, **flags: A
     return with_overrides(config, **{k: flags[k] for k in _PLANNER_FLAGS})
 
 
-def _model_configs(model: str, policy_mode: str, backend: str, dtype: str, threads: int, batch_size: int,
+def _model_configs(model: str, policy_mode: str, rank_by: str, backend: str, dtype: str, threads: int,
+                   batch_size: int,
                    **_other_flags: Any) -> Any:
     from mpr.learned.policy import PolicyConfig
     from mpr.lm.engine import EngineConfig
 
     return (EngineConfig(model=model, backend=backend, dtype=dtype, threads=threads, batch_size=batch_size),
-            PolicyConfig(mode=policy_mode))
+            PolicyConfig(mode=policy_mode, rank_by=rank_by))
 
 
 def executor_options(fn: Any) -> Any:

@@ -53,6 +53,35 @@ MODES = ("score", "score-sample", "sample")
 PROMPT_FORMATS = ("chat", "transcript")
 
 
+RANK_BY = ("action", "prefix")
+"""How score mode orders the admissible actions: "action" by each action's own log-prob; "prefix"
+word by word — the first word whose admissible completions carry the most probability, then the
+next word among those, and so on (see ``prefix_order``)."""
+
+
+def prefix_order(actions: Sequence[str], logprobs: Sequence[float]) -> list[int]:
+    """Indices of ``actions`` best first, word by word: ``actions[i]`` ranks above ``actions[j]`` when,
+    at the first word where they differ, the admissible actions continuing ``i``'s prefix carry more
+    probability (summed) than those continuing ``j``'s; the action's own log-prob breaks ties.
+
+    Why: an imitated explorer spreads its probability over many equivalent actions (``go to`` twenty
+    receptacles, ``take`` either of two mugs), so the single most probable action is often the one
+    that was never split ("look") although the policy would almost surely go somewhere. Ranking by
+    prefix mass first picks what the policy would do ("go"), then where; it is greedy decoding
+    restricted to the admissible actions, with whole words as steps."""
+    if not actions:
+        return []
+    top = max(logprobs)
+    weights = [math.exp(v - top) for v in logprobs]
+    words = [tuple(a.split()) for a in actions]
+    mass: dict[tuple[str, ...], float] = {}
+    for w, q in zip(words, weights):
+        for k in range(1, len(w) + 1):
+            mass[w[:k]] = mass.get(w[:k], 0.0) + q
+    return sorted(range(len(actions)),
+                  key=lambda i: (tuple(-mass[words[i][:k]] for k in range(1, len(words[i]) + 1)), -logprobs[i]))
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     mode: str = "score"
@@ -63,8 +92,10 @@ class PolicyConfig:
     length_normalize: bool = False
     steer_prob: float = 0.0
     prompt_format: str = "chat"
+    rank_by: str = "action"
 
     def __post_init__(self) -> None:
+        require(self.rank_by in RANK_BY, f"rank_by must be one of {RANK_BY}, got {self.rank_by!r}")
         require(self.mode in MODES, f"policy mode must be one of {MODES}, got {self.mode!r}")
         require(0 <= self.steer_prob <= 1, f"steer_prob must be in [0, 1], got {self.steer_prob}")
         require(self.prompt_format in PROMPT_FORMATS,
@@ -140,7 +171,10 @@ class LLMPolicy:
         ranked = []
         for s, sc in zip(states, scores):
             vals = [x.mean_logprob if self.config.length_normalize else x.logprob for x in sc]
-            order = sorted(range(len(vals)), key=lambda k: -vals[k])
+            if self.config.rank_by == "prefix":
+                order = prefix_order(s.admissible, vals)
+            else:
+                order = sorted(range(len(vals)), key=lambda k: -vals[k])
             ranked.append([(s.admissible[k], vals[k]) for k in order])
         return ranked
 

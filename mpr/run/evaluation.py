@@ -7,6 +7,7 @@ and summarizes every recorded episode of the selected tasks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +22,15 @@ from mpr.alfworld.data import (
     resolve_task,
 )
 from mpr.alfworld.env import EnvConfig, SerialEnv
-from mpr.compose import build_planner, check_agent, close_parts, counters, resolve_policy_ckpt, split_agent
+from mpr.compose import (
+    build_planner,
+    check_agent,
+    close_parts,
+    counters,
+    prompt_format_of,
+    resolve_policy_ckpt,
+    split_agent,
+)
 from mpr.config import require, to_dict
 from mpr.core import FALLBACK_ACTION, Env, Labelled, State, TimeStep
 from mpr.errors import MprError
@@ -93,7 +102,10 @@ class EvalConfig:
         if self.agent == "llm":
             header.update(model=self.model.model, policy=to_dict(self.policy))
         if self.agent == "policy":
-            header.update(policy_ckpt=str(Path(self.policy_checkpoint).resolve()), policy=to_dict(self.policy))
+            ckpt = str(Path(self.policy_checkpoint).resolve())
+            # the format the checkpoint was trained on is the one it plays with (mpr.compose.build_policy)
+            policy = dataclasses.replace(self.policy, prompt_format=prompt_format_of(ckpt))
+            header.update(policy_ckpt=ckpt, policy=to_dict(policy))
         if self.agent == "prm":
             header.update(prm=str(Path(self.prm).resolve()))
         if self.planner.name != "greedy":
