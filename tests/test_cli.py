@@ -51,7 +51,7 @@ def test_corrupt_game_file(games_root, valid_unseen, tmp_path):
     shutil.copytree(src, dst)
     game = dst / "game.tw-pddl"
     game.write_text(game.read_text()[:5000])
-    assert_one_error_line(mpr("plan", "--task", str(game)), "corrupt game file")
+    assert_one_error_line(mpr("plan", "--agent", "random", "--task", str(game)), "corrupt game file")
 
 
 def test_prepare_from_missing_archive(tmp_path):
