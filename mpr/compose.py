@@ -65,7 +65,7 @@ def resolve_policy_ckpt(agent: str, policy_ckpt: str | None) -> str | None:
     shipped = shipped_model_dir("policy")
     require((shipped / META_FILE).is_file(),
             f"--agent policy: no --policy CKPT given and no shipped default policy at {shipped} "
-            "(train one: README, 'The default policy')")
+            "(see docs/training.md, 'The default policy')")
     return str(shipped)
 
 
