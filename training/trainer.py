@@ -25,11 +25,11 @@ from typing import Any
 
 from mpr.config import require, to_dict
 from mpr.errors import MprError
+from mpr.lm.engine import DTYPES
 from mpr.owned import check_dir, claim_dir
 
 STATE_FILE = "train-state.pt"
 PROMPT_FORMATS = ("chat", "transcript")
-TRAIN_DTYPES = ("auto", "bf16", "fp32")
 
 
 def _proves_checkpoint_dir(folder: Path) -> bool:
@@ -69,7 +69,7 @@ class TrainConfig:
     threads: torch threads (0: $MPR_THREADS or the core count).
     dtype: "auto" (bf16 autocast where the CPU has native bf16 — AMX or AVX512-BF16 — else fp32),
         "bf16" or "fp32". Weights and optimizer state stay fp32 either way; autocast runs the matmuls
-        in bf16 (measured 1.6-2.3x training tokens/s, see docs/training.md).
+        in bf16 (1.6-2.3x training tokens/s on an AMD EPYC with AVX512-BF16, ../shared/models.md).
     only_won: SFT on the won demonstrations only (a lost expert episode is mostly wandering).
     max_games: SFT on at most this many training games (0: all), a deterministic sample by a hash
         of the task id, held-out games unchanged: the points of a learning curve.
@@ -117,7 +117,7 @@ class TrainConfig:
         require(self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}")
         require(self.max_games >= 0, f"max_games must be >= 0, got {self.max_games}")
         require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
-        require(self.dtype in TRAIN_DTYPES, f"dtype must be one of {TRAIN_DTYPES}, got {self.dtype!r}")
+        require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         require(self.prompt_format in PROMPT_FORMATS,
                 f"prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
 

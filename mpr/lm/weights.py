@@ -95,7 +95,8 @@ def resolve_model(name: str) -> str:
     if name in SCRATCH_SIZES:
         d = scratch_model_dir(name)
         if not (d / READY_MARKER).exists():
-            raise MprError(f"the {name} model is not built at {d}: run `mpr models prepare --tiny`")
+            how = "run `mpr models prepare --tiny`" if name == "tiny" else f"`mpr train ... --set base={name}` builds it"
+            raise MprError(f"the {name} model is not built at {d}: {how}")
         return str(d)
     path = Path(name).expanduser()
     if path.exists():
