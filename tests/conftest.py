@@ -66,7 +66,7 @@ def tiny_model_dir(tmp_path_factory, games_root) -> Path:
     from mpr.lm.weights import alfworld_corpus, build_tiny
 
     texts = alfworld_corpus(iter_game_files(games_root, "valid_train")[:30])
-    return build_tiny(tmp_path_factory.mktemp("models") / "tiny", texts=texts, vocab_size=1024, hidden=64,
+    return build_tiny(tmp_path_factory.mktemp("models") / "tiny", texts=texts, vocab_size=2048, hidden=64,
                       layers=2, heads=4)
 
 
@@ -76,7 +76,7 @@ def tiny_value_dir(tmp_path_factory, games_root) -> Path:
     from mpr.lm.weights import alfworld_corpus, build_tiny
 
     texts = alfworld_corpus(iter_game_files(games_root, "valid_train")[:30])
-    return build_tiny(tmp_path_factory.mktemp("models") / "tiny-value", texts=texts, vocab_size=1024, hidden=64,
+    return build_tiny(tmp_path_factory.mktemp("models") / "tiny-value", texts=texts, vocab_size=2048, hidden=64,
                       layers=2, heads=4, value_head=True)
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from mpr.alfworld.env import default_cache_dir
@@ -75,8 +75,14 @@ def tiny_model_dir() -> Path:
     return scratch_model_dir("tiny")
 
 
+SCRATCH_VERSION = 2
+"""Bumped when the from-scratch build changes (v2: the tokenizer reads the grammar's feedback
+templates, which v1 silently lost, so game text costs ~44% fewer tokens); a new version builds in
+a new directory, so a stale cached build is never used as a base."""
+
+
 def scratch_model_dir(size: str) -> Path:
-    return models_dir() / f"{size}-alfworld"
+    return models_dir() / f"{size}-alfworld-v{SCRATCH_VERSION}"
 
 
 def build_scratch(size: str) -> Path:
@@ -173,22 +179,58 @@ def _save_atomically(out: Path, save: Callable[[Path], object], meta: dict) -> N
 # -- tiny from-scratch model ------------------------------------------------------------
 
 
+MAX_OBJECT_NUMBER = 64
+"""The tokenizer gets " 1" .. " 64" as single tokens (ALFWorld rooms number up to ~40 of a kind)."""
+
+
+ENGINE_FEEDBACK = "Nothing happens."
+"""What TextWorld prints for a command that does nothing (it is not in the game's grammar)."""
+
+
 def alfworld_corpus(game_files: Iterable[Path]) -> list[str]:
-    """Text for the tiny tokenizer: grammar templates and walkthrough commands of the games."""
+    """Text for the tiny tokenizer: the grammar's texts (feedback templates, object names and
+    descriptions, the task), the walkthrough commands and the PDDL object lines of the games, written
+    the way transcripts write them (``mpr.lm.prompts``), so every word a game prints is one token.
+
+    A game's grammar holds several triple-quoted JSON blocks (the text rules, then one per action);
+    every block's ``rhs`` strings are kept. A block that is not JSON raises: a silently smaller
+    corpus gives a tokenizer that spells the game's sentences letter by letter.
+    """
+    from mpr.lm.prompts import action_segment, observation_segment, omitted_segment
+
     texts: list[str] = []
     for f in game_files:
         data = json.loads(f.read_text())
-        texts.extend(data.get("walkthrough") or [])
-        grammar = data.get("grammar", "")
-        start = grammar.find('"""')
-        if start != -1:
+        texts.extend(action_segment(a) for a in data.get("walkthrough") or [])
+        for block in data.get("grammar", "").split('"""')[1::2]:
             try:
-                rules = json.loads(grammar[start + 3 : grammar.rfind('"""')])
-                texts.extend(r["rhs"] for rs in rules.values() for r in rs if isinstance(r, dict) and "rhs" in r)
-            except (json.JSONDecodeError, AttributeError):
-                pass
+                rules = json.loads(block)
+            except json.JSONDecodeError as exc:
+                raise MprError(f"{f}: a grammar block is not JSON ({exc})") from None
+            for text in _rhs_strings(rules):
+                # Templates are spliced mid-sentence too ("You arrive at X. On the X, ..."): both forms.
+                texts += [text, " " + text]
+                if text.startswith("Your task is to: "):
+                    texts.append(observation_segment("", text.removeprefix("Your task is to: ")))
         texts.extend(line.strip() for line in data.get("pddl_problem", "").splitlines() if " - " in line)
+    # Object and receptacle numbers as words ("drawer 16"): the grammar writes them as {r.name}.
+    texts.append(" ".join(f"a thing {i}," for i in range(1, MAX_OBJECT_NUMBER + 1)))
+    texts.append(omitted_segment(MAX_OBJECT_NUMBER))
+    texts.append(ENGINE_FEEDBACK)
     return list(dict.fromkeys(texts))  # grammars repeat across games; order kept for determinism
+
+
+def _rhs_strings(node: object) -> Iterator[str]:
+    """Every ``"rhs"`` string in a parsed grammar block, in document order."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "rhs" and isinstance(value, str):
+                yield value
+            else:
+                yield from _rhs_strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _rhs_strings(item)
 
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
@@ -206,7 +248,8 @@ def build_tiny(
 ) -> Path:
     """Build (or rebuild) the tiny Llama + tokenizer at ``out``; returns ``out``.
 
-    ``texts`` defaults to the ALFWorld corpus of the prepared valid_train games.
+    ``texts`` defaults to the ALFWorld corpus of the prepared train games (all 3,553: valid_train's
+    200 miss object types such as toaster and butterknife).
     ``value_head=True`` saves a sequence-classification model (num_labels=1) instead.
     """
     import torch
@@ -223,7 +266,7 @@ def build_tiny(
     if texts is None:
         from mpr.alfworld.data import iter_game_files, require_games_root
 
-        texts = alfworld_corpus(iter_game_files(require_games_root(), "valid_train"))
+        texts = alfworld_corpus(iter_game_files(require_games_root(), "train"))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
