@@ -87,3 +87,14 @@ def test_prefix_order_decides_the_verb_by_its_mass_then_the_object():
     assert order[4:] == ["take mug 1 from desk 1", "take mug 2 from desk 1", "look"]  # take: 0.25 > look 0.15
     assert prefix_order(["look", "go to bed 1"], [logp[0], logp[4]]) == [1, 0]
     assert prefix_order([], []) == []
+
+
+def test_transcript_policies_rank_by_prefix_unless_told_otherwise():
+    from mpr.errors import MprError
+    from mpr.learned.policy import PolicyConfig
+
+    assert PolicyConfig(prompt_format="transcript").ranking == "prefix"
+    assert PolicyConfig(prompt_format="chat").ranking == "action"
+    assert PolicyConfig(prompt_format="transcript", rank_by="action").ranking == "action"
+    with pytest.raises(MprError, match="rank_by must be one of"):
+        PolicyConfig(rank_by="word")

@@ -114,9 +114,11 @@ def model_options(fn: Any) -> Any:
         click.option("--policy-mode", type=click.Choice(["score", "score-sample", "sample"]), default="score",
                      show_default=True, help="score: rank admissible actions by log-prob (top-N); score-sample: "
                      "draw from softmax(log-prob/T); sample: generate and parse REASON/ACTION."),
-        click.option("--rank-by", type=click.Choice(["action", "prefix"]), default="action", show_default=True,
+        click.option("--rank-by", type=click.Choice(["auto", "action", "prefix"]), default="auto",
+                     show_default=True,
                      help="score mode: order admissible actions by their own log-prob (action) or word by "
-                          "word by the probability of their prefix (prefix; see mpr.learned.policy)."),
+                          "word by the probability of their prefix (prefix; see mpr.learned.policy); "
+                          "auto: prefix for transcript policies, action for chat prompts."),
         click.option("--backend", type=click.Choice(BACKENDS), default="hf", show_default=True),
         click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True),
         click.option("--threads", type=int, default=0, help="torch threads (0: $MPR_THREADS or the core count)."),
@@ -328,6 +330,9 @@ def engine_options(fn: Any) -> Any:
               help="Fraction of rollouts started from a walkthrough state (reset-50-50: 0.5).")
 @click.option("--steer-prob", type=float, default=0.0, show_default=True,
               help="LLM policies: probability of the exploration prompt per step (steered exploration).")
+@click.option("--expert-labels", is_flag=True,
+              help="Record ALFWorld's handcoded expert's action in every state the policy visits "
+                   "(DAgger: `mpr train policy --sft` trains toward them).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Env worker processes (0: in-process).")
 @click.option("--max-actions", type=int, default=30, show_default=True)
@@ -337,9 +342,9 @@ def engine_options(fn: Any) -> Any:
 @engine_options
 @executor_options
 def rollout_cmd(policy: str, split: str, limit: int | None, task_type: str | None, repeats: int,
-                temperature: float, epsilon: float, reset_half: float, steer_prob: float, seed: int, workers: int,
-                max_actions: int, data_dir: str | None, out: str, no_progress: bool, backend: str, dtype: str,
-                threads: int, batch_size: int, **executor_flags: Any) -> None:
+                temperature: float, epsilon: float, reset_half: float, steer_prob: float, expert_labels: bool,
+                seed: int, workers: int, max_actions: int, data_dir: str | None, out: str, no_progress: bool,
+                backend: str, dtype: str, threads: int, batch_size: int, **executor_flags: Any) -> None:
     """Roll out a policy K times per game and record every transition (append-only, resumable)."""
     from mpr.alfworld.env import EnvConfig
     from mpr.lm.engine import EngineConfig
@@ -347,7 +352,8 @@ def rollout_cmd(policy: str, split: str, limit: int | None, task_type: str | Non
 
     config = RolloutConfig(policy=policy, split=split, limit=limit, task_type=task_type, repeats=repeats,
                            temperature=temperature, epsilon=epsilon, reset_half=reset_half, steer_prob=steer_prob,
-                           seed=seed, workers=workers, env=EnvConfig(data_dir=data_dir, max_actions=max_actions),
+                           expert_labels=expert_labels, seed=seed, workers=workers,
+                           env=EnvConfig(data_dir=data_dir, max_actions=max_actions),
                            model=EngineConfig(backend=backend, dtype=dtype, threads=threads, batch_size=batch_size),
                            executor=_executor_config(**executor_flags))
     rollout(config, out, progress=not no_progress, echo=click.echo)

@@ -53,10 +53,13 @@ MODES = ("score", "score-sample", "sample")
 PROMPT_FORMATS = ("chat", "transcript")
 
 
-RANK_BY = ("action", "prefix")
+RANK_BY = ("auto", "action", "prefix")
 """How score mode orders the admissible actions: "action" by each action's own log-prob; "prefix"
 word by word — the first word whose admissible completions carry the most probability, then the
-next word among those, and so on (see ``prefix_order``)."""
+next word among those, and so on (see ``prefix_order``); "auto": prefix for transcript policies
+(imitating an exploring expert splits the mass of `go to` over ~20 places, so by action a
+transcript policy says the never-split `look` forever; docs/training.md, "The default policy"),
+action for chat prompts."""
 
 
 def prefix_order(actions: Sequence[str], logprobs: Sequence[float]) -> list[int]:
@@ -92,7 +95,7 @@ class PolicyConfig:
     length_normalize: bool = False
     steer_prob: float = 0.0
     prompt_format: str = "chat"
-    rank_by: str = "action"
+    rank_by: str = "auto"
 
     def __post_init__(self) -> None:
         require(self.rank_by in RANK_BY, f"rank_by must be one of {RANK_BY}, got {self.rank_by!r}")
@@ -103,6 +106,13 @@ class PolicyConfig:
         require(self.prompt_format == "chat" or self.steer_prob == 0,
                 "steered exploration needs the chat prompt format (its system prompt)")
         SamplingConfig(self.temperature, self.top_p, self.max_new_tokens)  # validates the sampling fields
+
+    @property
+    def ranking(self) -> str:
+        """``rank_by`` with "auto" resolved for this prompt format: "action" or "prefix"."""
+        if self.rank_by != "auto":
+            return self.rank_by
+        return "prefix" if self.prompt_format == "transcript" else "action"
 
 
 class LLMPolicy:
@@ -171,7 +181,7 @@ class LLMPolicy:
         ranked = []
         for s, sc in zip(states, scores):
             vals = [x.mean_logprob if self.config.length_normalize else x.logprob for x in sc]
-            if self.config.rank_by == "prefix":
+            if self.config.ranking == "prefix":
                 order = prefix_order(s.admissible, vals)
             else:
                 order = sorted(range(len(vals)), key=lambda k: -vals[k])
