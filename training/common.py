@@ -221,7 +221,12 @@ def save_model(model: Any, tok: Any, out: Path, config: TrainConfig) -> Any:
 
 def finish_checkpoint(out: Path, kind: str, config: TrainConfig, header: dict[str, Any], **info: Any) -> dict[str, Any]:
     """Write ``mpr-checkpoint.json`` (atomically, last): from now on ``out`` is a complete checkpoint."""
-    meta = json.loads(json.dumps({"base": config.base, "header": stage_header(header, config), **info}, default=str))
+    from mpr.lm.weights import SCRATCH_SIZES, SCRATCH_VERSION
+
+    base = {"base": config.base}
+    if config.base in SCRATCH_SIZES:  # a from-scratch name means a different build (tokenizer) per version
+        base["base_version"] = SCRATCH_VERSION
+    meta = json.loads(json.dumps({**base, "header": stage_header(header, config), **info}, default=str))
     write_meta(out, kind, **meta)
     return {"kind": kind, **meta}
 

@@ -49,12 +49,14 @@ METHODS = ("sft", "rft", "dpo")
 
 
 def demo_steps(episodes: Sequence[Any]) -> list[tuple[State, str]]:
-    """(state, action) of every policy step, merged by (state, action), states with admissible lists."""
+    """(state, action) of every policy step, merged by (state, action), states with admissible lists;
+    the action is the expert's label where the episode carries labels (DAgger)."""
     seen: dict[tuple[str, str], tuple[State, str]] = {}
     for ep in episodes:
         for st in transitions(ep):
-            if st.t >= ep.prefix and st.state.admissible:
-                seen.setdefault((st.state.digest(), st.action), (st.state, st.action))
+            action = st.state.expert_action if ep.expert_actions else st.action
+            if st.t >= ep.prefix and st.state.admissible and action is not None:
+                seen.setdefault((st.state.digest(), action), (st.state, action))
     return list(seen.values())
 
 
@@ -115,9 +117,12 @@ def train_policy_sft(demos: Sequence[str], out: Path, config: TrainConfig, progr
     if done:
         return done
     episodes = load_rollouts(*demos)
+    labelled = sum(1 for ep in episodes if ep.expert_actions)
+    if labelled:
+        echo(f"policy (sft): {labelled} episodes carry the expert's labels (DAgger): trained toward them")
     if config.only_won:
-        episodes = [ep for ep in episodes if ep.won]
-        echo(f"policy (sft): {len(episodes)} won demonstrations kept (only_won)")
+        episodes = [ep for ep in episodes if ep.won or ep.expert_actions]
+        echo(f"policy (sft): {len(episodes)} won or labelled episodes kept (only_won)")
     if config.max_games:
         episodes = sample_games(episodes, lambda e: e.task_id, config.max_games, config.val_fraction)
         echo(f"policy (sft): {len(episodes)} demonstrations of at most {config.max_games} training games "
@@ -143,7 +148,8 @@ def _sft_transcripts(episodes: Sequence[Any], out: Path, config: TrainConfig, he
     if not train:
         raise MprError("no training episodes (every game is held out)")
     model, tok = load_model(config.base, "causal", config)
-    windows = encode_episodes(train, partial(encode, tok), config.max_length)
+    windows = encode_episodes(train, partial(encode, tok), config.max_length, relabel=True,
+                              max_branches=config.dagger_branches)
     lengths = [len(w) for w in windows]
     buckets = bucket(lengths, config.batch_size * config.max_length)
     actions = sum(len(w.turns) for w in windows)

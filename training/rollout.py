@@ -70,6 +70,7 @@ class RolloutConfig:
     epsilon: float = 0.0
     reset_half: float = 0.0
     steer_prob: float = 0.0
+    expert_labels: bool = False  # record the handcoded expert's action in every state (DAgger labels)
     seed: int = 0
     workers: int = 2
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -95,6 +96,8 @@ class RolloutConfig:
     def record_header(self) -> dict[str, Any]:
         """Everything that determines the records; a resumed directory must match it."""
         header = {k: v for k, v in to_dict(self).items() if k not in ("workers", "env", "model", "executor")}
+        if not self.expert_labels:
+            del header["expert_labels"]  # records made before the flag existed resume unchanged
         header["max_actions"] = self.env.max_actions
         if self.is_llm:
             header["model"] = self.model.model
@@ -203,7 +206,7 @@ class RolloutJob:
     @property
     def env_config(self) -> EnvConfig:
         c = self.config
-        return dataclasses.replace(c.env, expert=c.env.expert or c.policy == "expert")
+        return dataclasses.replace(c.env, expert=c.env.expert or c.expert_labels or c.policy == "expert")
 
     def check(self) -> None:
         """The policy checkpoint was resolved (and checked) by ``rollout`` already."""

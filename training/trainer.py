@@ -70,7 +70,10 @@ class TrainConfig:
     dtype: "auto" (bf16 autocast where the CPU has native bf16 — AMX or AVX512-BF16 — else fp32),
         "bf16" or "fp32". Weights and optimizer state stay fp32 either way; autocast runs the matmuls
         in bf16 (1.6-2.3x training tokens/s on an AMD EPYC with AVX512-BF16, ../shared/models.md).
-    only_won: SFT on the won demonstrations only (a lost expert episode is mostly wandering).
+    only_won: SFT on the won demonstrations only (a lost expert episode is mostly wandering);
+        episodes with expert labels (DAgger rollouts) are kept won or lost.
+    dagger_branches: transcript SFT on labelled episodes: at most this many disagreement branches
+        per episode (each re-reads the transcript up to its state; ``training.transcripts``).
     max_games: SFT on at most this many training games (0: all), a deterministic sample by a hash
         of the task id, held-out games unchanged: the points of a learning curve.
     prompt_format: "chat" (one row per (state, action): system prompt, history, admissible list) or
@@ -100,6 +103,7 @@ class TrainConfig:
     prompt_format: str = "chat"
     dtype: str = "auto"
     only_won: bool = False
+    dagger_branches: int = 8
     max_games: int = 0
 
     def __post_init__(self) -> None:
@@ -116,6 +120,7 @@ class TrainConfig:
         require(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}")
         require(self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}")
         require(self.max_games >= 0, f"max_games must be >= 0, got {self.max_games}")
+        require(self.dagger_branches >= 0, f"dagger_branches must be >= 0, got {self.dagger_branches}")
         require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         require(self.prompt_format in PROMPT_FORMATS,

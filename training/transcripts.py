@@ -6,6 +6,11 @@ the policy's loss, observation tokens the world model's, and each action segment
 where a PRM's value head reads Q(s, a). One forward pass over the sequence trains every step of the
 episode, instead of one row per (state, action) that re-reads the whole history.
 
+An episode that carries the handcoded expert's action in every state (DAgger: the learner played,
+the expert labelled) trains toward the labels: the learner's transcript trains the actions the
+expert agrees with, and each state where they differ adds a branch, the transcript up to that state
+followed by the expert's action, which alone carries the loss (``encode_relabeled``).
+
 Long episodes are cut the way inference cuts them (``transcript_skip``: the oldest turns dropped in
 blocks): the turns that saw the same cut share one window, whose text is exactly what each of them
 was decided from. ``bucket`` groups sequences of similar length so little compute goes to padding.
@@ -17,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mpr.core import State
+from mpr.core import State, Turn
 from mpr.lm.prompts import TRANSCRIPT_RESERVE, transcript_segments, transcript_skip
 
 Encode = Callable[[str], list[int]]
@@ -56,6 +61,15 @@ def encode_states(states: Sequence[State], encode: Encode, max_tokens: int | Non
     return [w for w in windows if w.turns]
 
 
+def spread(items: Sequence[int], n: int) -> list[int]:
+    """At most ``n`` of ``items``, evenly spaced, first and last included (deterministic)."""
+    if len(items) <= n:
+        return list(items)
+    if n <= 1:
+        return list(items[:n])
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
 def _memoized(encode: Encode) -> Encode:
     memo: dict[str, list[int]] = {}
 
@@ -67,19 +81,64 @@ def _memoized(encode: Encode) -> Encode:
     return cached
 
 
-def encode_episodes(episodes: Sequence[Any], encode: Encode, max_tokens: int) -> list[EncodedEpisode]:
+def encode_episodes(episodes: Sequence[Any], encode: Encode, max_tokens: int, relabel: bool = False,
+                    max_branches: int = 8) -> list[EncodedEpisode]:
     """The training sequences of recorded episodes (``mpr.run.episodes.EpisodeResult``), in order: each
     cut by the policy's own rule (``TRANSCRIPT_RESERVE`` tokens kept for the action), its replayed
-    walkthrough prefix context only."""
-    return [w for ep in episodes for w in encode_states(ep.states(), encode, max_tokens, TRANSCRIPT_RESERVE,
-                                                         first_trained=ep.prefix)]
+    walkthrough prefix context only. ``relabel``: episodes with expert labels train toward them
+    (``encode_relabeled``, at most ``max_branches`` branches each); the policy's data only."""
+    out = []
+    for ep in episodes:
+        if relabel and ep.expert_actions:
+            out += encode_relabeled(ep.states(), encode, max_tokens, TRANSCRIPT_RESERVE, ep.prefix, max_branches)
+        else:
+            out += encode_states(ep.states(), encode, max_tokens, TRANSCRIPT_RESERVE, first_trained=ep.prefix)
+    return out
+
+
+def disagreements(states: Sequence[State]) -> list[int]:
+    """The turns where the action taken is not the expert's label (states without a label skipped)."""
+    return [t for t, (s, nxt) in enumerate(zip(states, states[1:]))
+            if s.expert_action is not None and nxt.turns[t].action != s.expert_action]
+
+
+def encode_relabeled(states: Sequence[State], encode: Encode, max_tokens: int | None = None, reserve: int = 0,
+                     first_trained: int = 0, max_branches: int = 8) -> list[EncodedEpisode]:
+    """A labelled episode's sequences: its windows with only the turns whose action is the expert's
+    label trained, then one branch per disagreement (at most ``max_branches``, spread evenly over
+    the disagreements from ``first_trained`` on): state t's transcript (cut as inference cuts it) +
+    the expert's action at t, the branch's only trained action (``turns == (t,)``). States with no
+    label train nothing.
+
+    Spread, not first: the expert explores in a random order, so early disagreements are mostly
+    another order of the same search; a losing learner's later ones are where it loops or passes
+    the goal object by, which is what the labels are for."""
+    final = states[-1]
+    encode = _memoized(encode)
+    count = (lambda text: len(encode(text))) if max_tokens is not None else None
+    skips = [transcript_skip(s, count, max_tokens, reserve) for s in states[:-1]]
+    agreed = {t for t, s in enumerate(states[:-1]) if s.expert_action == final.turns[t].action}
+    windows = []
+    for skip in sorted(set(skips)):
+        turns = [t for t, k in enumerate(skips) if k == skip]
+        windows.append(_encode_window(final, skip, turns[-1] + 1, set(turns) & agreed, encode, first_trained))
+    branch_turns = spread([t for t in disagreements(states) if t >= first_trained], max_branches)
+    for t in branch_turns:
+        label = states[t].expert_action
+        assert label is not None
+        branch = State(final.task_id, final.goal, final.initial, final.turns[:t] + (Turn(label, ""),))
+        windows.append(_encode_window(branch, skips[t], t + 1, {t}, encode, first_trained, last_observation=False))
+    return [w for w in windows if w.turns]
 
 
 def _encode_window(final: State, skip: int, end: int, trained: set[int], encode: Encode,
-                   first_trained: int) -> EncodedEpisode:
-    """Turns ``skip`` .. ``end - 1`` of the final state's transcript, as one tagged sequence."""
+                   first_trained: int, last_observation: bool = True) -> EncodedEpisode:
+    """Turns ``skip`` .. ``end - 1`` of the final state's transcript, as one tagged sequence
+    (without the last turn's observation when ``last_observation`` is False)."""
     state = State(final.task_id, final.goal, final.initial, final.turns[:end])
     segments = transcript_segments(state, skip)
+    if not last_observation:
+        segments = segments[:-1]
     head = 2 if skip else 1
     ids: list[int] = []
     act: list[bool] = []

@@ -49,6 +49,9 @@ class EpisodeResult:
     repeat: int = 0  # which of the K rollouts of this game
     prefix: int = 0  # leading turns replayed from the walkthrough (reset-50-50), not chosen by the policy
     admissible: tuple[tuple[str, ...], ...] = ()  # per state, initial first (len == num_actions + 1)
+    # What ALFWorld's handcoded expert would do in each state, initial first (len == num_actions + 1;
+    # None where it had no answer, or at the end); recorded when the env runs the expert (DAgger labels)
+    expert_actions: tuple[str | None, ...] = ()
     # Planner compute over the episode (sums of PlanStats fields; empty for planners that report none)
     compute: dict[str, float] = field(default_factory=dict)
 
@@ -59,15 +62,17 @@ class EpisodeResult:
     def states(self) -> list[State]:
         """The states this episode visited, initial first: ``num_actions + 1`` of them."""
         adm = self.admissible or ((),) * (len(self.turns) + 1)
-        return [State(self.task_id, self.goal, self.initial, self.turns[:t], admissible=adm[t])
-                for t in range(len(self.turns) + 1)]
+        expert = self.expert_actions or (None,) * (len(self.turns) + 1)
+        return [State(self.task_id, self.goal, self.initial, self.turns[:t], admissible=adm[t],
+                      expert_action=expert[t]) for t in range(len(self.turns) + 1)]
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["turns"] = [[t.action, t.observation] for t in self.turns]
         d["values"] = list(self.values)
         d["admissible"] = [list(a) for a in self.admissible]
-        for k, empty in (("repeat", 0), ("prefix", 0), ("admissible", []), ("compute", {})):
+        d["expert_actions"] = list(self.expert_actions)
+        for k, empty in (("repeat", 0), ("prefix", 0), ("admissible", []), ("expert_actions", []), ("compute", {})):
             if d[k] == empty:
                 del d[k]
         return {"type": "episode", **d}
@@ -78,6 +83,7 @@ class EpisodeResult:
         d["turns"] = tuple(Turn(a, o) for a, o in d.get("turns", []))
         d["values"] = tuple(d.get("values", ()))
         d["admissible"] = tuple(tuple(a) for a in d.get("admissible", ()))
+        d["expert_actions"] = tuple(d.get("expert_actions", ()))
         d["compute"] = dict(d.get("compute", {}))
         return cls(**d)
 
@@ -251,6 +257,7 @@ class _Running:
     values: list[float] = field(default_factory=list)
     compute: dict[str, float] = field(default_factory=dict)
     admissible: list[tuple[str, ...]] = field(default_factory=list)
+    expert: list[str | None] = field(default_factory=list)
     request: Any = None  # the request in flight (Reset or action)
     sent: float = 0.0
 
@@ -288,7 +295,8 @@ def iter_episodes(
     one planner call for every episode that is waiting for a decision and submit those
     actions together. Slots never wait for each other; every planner call batches all
     episodes that are ready at that moment. ``record_admissible`` keeps every state's
-    admissible commands in the result (rollouts need them to rebuild policy prompts).
+    admissible commands in the result (rollouts need them to rebuild policy prompts), and the
+    handcoded expert's action in each state when the env computes it (DAgger labels).
     """
     queue = list(tasks)[::-1]
     running: dict[int, _Running] = {}
@@ -310,9 +318,12 @@ def iter_episodes(
                 finished = _apply_step(run, request, ts)
             if record_admissible and finished is None:
                 run.admissible.append(ts.admissible)
+                run.expert.append(ts.expert_action)
             if finished is not None:
                 if record_admissible and finished.error is None:
-                    finished = replace(finished, admissible=tuple(run.admissible) + (ts.admissible,))
+                    expert = tuple(run.expert) + (None,)  # no expert action after the end
+                    finished = replace(finished, admissible=tuple(run.admissible) + (ts.admissible,),
+                                       expert_actions=expert if any(expert) else ())
                 del running[slot]
                 yield finished
         ready = [s for s, r in running.items() if r.state is not None and r.request is None]
