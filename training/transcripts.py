@@ -50,15 +50,27 @@ def encode_states(states: Sequence[State], encode: Encode, max_tokens: int | Non
     """The windows of one episode, given its states initial first (``states[t]`` is the state before
     action t; the last one is the final state). Actions before turn ``first_trained`` (a replayed
     walkthrough prefix) are context only. ``max_tokens``/``reserve``: the cut rule inference uses."""
-    final = states[-1]
     encode = _memoized(encode)  # every state's cut re-measures the same segments
+    return [w for w in _windows(states[-1], _cuts(states, encode, max_tokens, reserve), encode, first_trained)
+            if w.turns]
+
+
+def _cuts(states: Sequence[State], encode: Encode, max_tokens: int | None, reserve: int) -> list[int]:
+    """How many oldest turns inference drops at each decision state (``transcript_skip``)."""
     count = (lambda text: len(encode(text))) if max_tokens is not None else None
-    skips = [transcript_skip(s, count, max_tokens, reserve) for s in states[:-1]]
+    return [transcript_skip(s, count, max_tokens, reserve) for s in states[:-1]]
+
+
+def _windows(final: State, skips: Sequence[int], encode: Encode, first_trained: int,
+             trainable: set[int] | None = None) -> list[EncodedEpisode]:
+    """One window per distinct cut, training the turns decided under it (those in ``trainable``
+    only, when given)."""
     windows = []
     for skip in sorted(set(skips)):
-        turns = [t for t, k in enumerate(skips) if k == skip]
-        windows.append(_encode_window(final, skip, turns[-1] + 1, set(turns), encode, first_trained))
-    return [w for w in windows if w.turns]
+        turns = {t for t, k in enumerate(skips) if k == skip}
+        trained = turns if trainable is None else turns & trainable
+        windows.append(_encode_window(final, skip, max(turns) + 1, trained, encode, first_trained))
+    return windows
 
 
 def spread(items: Sequence[int], n: int) -> list[int]:
@@ -115,13 +127,9 @@ def encode_relabeled(states: Sequence[State], encode: Encode, max_tokens: int | 
     the goal object by, which is what the labels are for."""
     final = states[-1]
     encode = _memoized(encode)
-    count = (lambda text: len(encode(text))) if max_tokens is not None else None
-    skips = [transcript_skip(s, count, max_tokens, reserve) for s in states[:-1]]
+    skips = _cuts(states, encode, max_tokens, reserve)
     agreed = {t for t, s in enumerate(states[:-1]) if s.expert_action == final.turns[t].action}
-    windows = []
-    for skip in sorted(set(skips)):
-        turns = [t for t, k in enumerate(skips) if k == skip]
-        windows.append(_encode_window(final, skip, turns[-1] + 1, set(turns) & agreed, encode, first_trained))
+    windows = _windows(final, skips, encode, first_trained, agreed)
     branch_turns = spread([t for t in disagreements(states) if t >= first_trained], max_branches)
     for t in branch_turns:
         label = states[t].expert_action
