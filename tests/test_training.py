@@ -66,6 +66,17 @@ def test_killed_training_resumes_to_identical_weights(cfg, prm_dir, random_rollo
         train_agentprm(rollouts, out, dataclasses.replace(cfg, lr=1e-4), progress=False, echo=lambda _m: None)
 
 
+def test_a_setting_added_later_reads_as_its_default_in_saved_headers():
+    from mpr.training.common import stage_header
+    from mpr.training.trainer import TrainConfig, with_new_defaults
+
+    now = stage_header({"stage": "policy"}, TrainConfig())
+    old = {**now, "train": {k: v for k, v in now["train"].items() if k != "lm_weight"}}
+    assert with_new_defaults(old) == now  # written before lm_weight existed: it had the default
+    changed = stage_header({"stage": "policy"}, TrainConfig(lm_weight=0.5))
+    assert with_new_defaults(old) != changed and with_new_defaults(now) == now
+
+
 def _echo(fn):
     lines = []
     fn(lines.append)
@@ -115,7 +126,12 @@ def test_sft_policy_plays_through_eval(sft_dir, games_root):
     from mpr.run.evaluation import EvalConfig, play
 
     meta = load_checkpoint(sft_dir, "policy").meta
-    assert meta["method"] == "sft" and 0 <= meta["metrics"]["val_top1_agreement"] <= 1
+    m = meta["metrics"]
+    assert meta["method"] == "sft" and 0 <= m["val_top1_agreement"] <= 1
+    by_verb = m["val_top1_by_verb"]  # the overall agreement is the steps-weighted mean of the verbs'
+    assert sum(v["steps"] for v in by_verb.values()) == m["val_steps"]
+    assert sum(v["top1"] * v["steps"] for v in by_verb.values()) / m["val_steps"] == pytest.approx(
+        m["val_top1_agreement"], abs=0.01)
     config = EvalConfig(agent="policy", env=EnvConfig(max_actions=2), model=EngineConfig(threads=1, dtype="fp32"),
                         policy_ckpt=str(sft_dir))
     result = play("valid_seen/" + _first_task("valid_seen"), config, echo=lambda _m: None)

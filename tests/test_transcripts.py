@@ -132,6 +132,38 @@ def test_segment_scoring_is_batch_invariant_and_matches_joined_ids(tiny_engine):
 
 
 @pytest.mark.models
+def test_transcript_loss_is_the_action_loss_plus_the_weighted_text_loss(tiny_model_dir):
+    """Checked against transformers' own label-masked loss, once on the action tokens and once on
+    the rest: lm_weight 0 is the action loss alone, lm_weight w adds w times the rest's mean."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mpr.training.common import pad_right
+    from mpr.training.policy import transcript_loss
+    from mpr.training.sft import IGNORE
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    encode = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    windows = encode_states(episode(4), encode) + encode_states(episode(2, obs_len=3), encode)
+    ids, mask = pad_right([w.ids for w in windows], tok.pad_token_id)
+
+    def reference(keep) -> float:
+        labels, _ = pad_right([[t if keep(a) else IGNORE for t, a in zip(w.ids, w.action_mask)] for w in windows],
+                              tok.pad_token_id, fill=IGNORE)
+        return float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
+
+    with torch.no_grad():
+        action, text = reference(lambda a: a), reference(lambda a: not a)
+        alone, n = transcript_loss(model, windows, tok.pad_token_id)
+        mixed, _ = transcript_loss(model, windows, tok.pad_token_id, lm_weight=0.5)
+    assert n == int(mask.sum())
+    assert float(alone) == pytest.approx(action, rel=1e-4)
+    assert float(mixed) == pytest.approx(action + 0.5 * text, rel=1e-4)
+    assert text > 0 and float(mixed) > float(alone)
+
+
+@pytest.mark.models
 def test_transcript_policy_keeps_the_policy_contract(tiny_engine):
     from mpr.checks import check_policy
     from mpr.learned.policy import LLMPolicy, PolicyConfig

@@ -191,7 +191,7 @@ def finished(out: Path, kind: str, header: dict[str, Any], config: TrainConfig,
     """The metadata of an already finished stage in ``out`` (same settings; says so), else None.
     A finished checkpoint of another kind or other settings is an error, never overwritten; so is a
     folder mpr did not write (see :func:`mpr.owned.claim_dir`)."""
-    from mpr.training.trainer import check_checkpoint_dir
+    from mpr.training.trainer import check_checkpoint_dir, with_new_defaults
 
     check_checkpoint_dir(out)  # read-only: inputs are checked before anything is written
     if not (out / META_FILE).exists():
@@ -199,7 +199,7 @@ def finished(out: Path, kind: str, header: dict[str, Any], config: TrainConfig,
     meta = load_checkpoint(out, flag="--out").meta
     if meta.get("kind") != kind:
         raise MprError(f"--out {out} already holds a {meta.get('kind')!r} checkpoint; choose another --out")
-    if meta.get("header") != stage_header(header, config):
+    if with_new_defaults(meta.get("header") or {}) != stage_header(header, config):
         raise MprError(f"--out {out} holds a {kind} checkpoint trained with other settings; choose another --out")
     method = f" {header['method']}" if "method" in header else ""
     echo(f"{out}: already trained ({kind}{method}); nothing to do")

@@ -76,6 +76,10 @@ class TrainConfig:
         per episode (each re-reads the transcript up to its state; ``training.transcripts``).
     max_games: SFT on at most this many training games (0: all), a deterministic sample by a hash
         of the task id, held-out games unchanged: the points of a learning curve.
+    lm_weight: transcript policy SFT: weight of an auxiliary next-token loss on every token that is
+        not an action (the game's text and the task restated after it), added to the action loss
+        (0: action tokens only). Copying the restated task and the receptacle names is the
+        match-the-goal skill a from-scratch model otherwise learns from one `take` per episode.
     prompt_format: "chat" (one row per (state, action): system prompt, history, admissible list) or
         "transcript" (policy SFT on whole episodes: one sequence per episode, loss on its action
         tokens, ``batch_size x max_length`` tokens per step in length buckets; see mpr.lm.prompts).
@@ -105,6 +109,7 @@ class TrainConfig:
     only_won: bool = False
     dagger_branches: int = 8
     max_games: int = 0
+    lm_weight: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -120,6 +125,7 @@ class TrainConfig:
         require(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}")
         require(self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}")
         require(self.max_games >= 0, f"max_games must be >= 0, got {self.max_games}")
+        require(self.lm_weight >= 0, f"lm_weight must be >= 0, got {self.lm_weight}")
         require(self.dagger_branches >= 0, f"dagger_branches must be >= 0, got {self.dagger_branches}")
         require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
@@ -267,8 +273,9 @@ def _restore(path: Path, model: Any, optim: Any, sched: Any, header: dict[str, A
         state = torch.load(path, weights_only=False)
     except Exception as exc:
         raise MprError(f"{path} is unreadable ({exc.__class__.__name__}); delete it to start this stage over") from None
-    if state.get("header") != header:
-        diff = _diff(state.get("header") or {}, header)
+    saved = with_new_defaults(state.get("header") or {})
+    if saved != header:
+        diff = _diff(saved, header)
         raise MprError(f"{path.parent} holds a training run with different settings ({diff}); "
                        "use another --out or the same settings")
     missing = model.load_state_dict(state["model"], strict=False)
@@ -277,6 +284,17 @@ def _restore(path: Path, model: Any, optim: Any, sched: Any, header: dict[str, A
     optim.load_state_dict(state["optim"])
     sched.load_state_dict(state["sched"])
     return int(state["step"]), list(state["log"])
+
+
+def with_new_defaults(header: dict[str, Any]) -> dict[str, Any]:
+    """A saved stage header with the ``TrainConfig`` fields added after it was written filled in at
+    their defaults: a run from before a new setting existed had that setting's default, so it still
+    matches (and resumes under) the same settings."""
+    train = header.get("train")
+    if not isinstance(train, dict):
+        return header
+    defaults = json.loads(json.dumps(to_dict(TrainConfig()), default=str))
+    return {**header, "train": {**{k: v for k, v in defaults.items() if k not in train}, **train}}
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
