@@ -16,6 +16,8 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
     ("valid_seen", "policy_pi0_tiny", "policy", 60), ("valid_seen", "policy_pi1_tiny_rft", "policy", 60),
     ("valid_unseen", "policy_pi0_v2_tiny", "policy", 134), ("valid_seen", "policy_pi0_v2_tiny", "policy", 140),
     ("valid_unseen", "policy_pi0_v2_tiny_g500", "policy", 134), ("valid_unseen", "policy_pi0_v2_tiny_g1500", "policy", 134),
+    ("valid_unseen", "policy_pi0_v3_tiny_lm1_g1500", "policy", 134),
+    ("valid_unseen", "policy_pi0_v3_tiny_lm1_dagger", "policy", 134),
 ])
 def test_summary_matches_its_episodes(split, name, agent, count):
     lines = [json.loads(line) for line in (RESULTS / split / f"{name}.jsonl").read_text().splitlines()]
