@@ -1,6 +1,7 @@
 """The default π₀: how it is trained (autocast, demonstration samples) and how it ships and is found."""
 
 import json
+import re
 
 import pytest
 
@@ -98,3 +99,28 @@ def test_transcript_policies_rank_by_prefix_unless_told_otherwise():
     assert PolicyConfig(prompt_format="transcript", rank_by="action").ranking == "action"
     with pytest.raises(MprError, match="rank_by must be one of"):
         PolicyConfig(rank_by="word")
+
+
+PLAN_TASK = "valid_unseen/pick_and_place_simple-Mug-None-Desk-308/trial_T20190908_125200_737896"
+
+
+@pytest.mark.games
+@pytest.mark.models
+def test_plan_with_no_flags_plays_the_shipped_default_policy(games_root):
+    """What a fresh install does: `mpr plan --task ID` finds the π₀ shipped in the package (fp16
+    weights + the metadata of how it was trained) and plays the episode with it."""
+    from tests.conftest import mpr
+
+    from mpr.lm.checkpoints import load_checkpoint
+    from mpr.lm.weights import shipped_model_dir
+
+    shipped = load_checkpoint(shipped_model_dir("policy"), "policy")
+    meta = shipped.meta
+    assert meta["shipped"]["dtype"] == "fp16" and "default-policy.sh" in meta["shipped"]["command"]
+    assert meta["prompt_format"] == "transcript" and meta["header"]["train"]["lm_weight"] == 1.0
+    size = sum(f.stat().st_size for f in shipped.path.iterdir())
+    assert size < 40e6  # the shipped models' budget, all of them together
+    played = mpr("plan", "--task", PLAN_TASK).stdout  # no flags: the README's first command
+    steps = [line.strip() for line in played.splitlines() if re.match(r"\s*\d+\. > ", line)]
+    assert steps and steps[0] == "1. > look" and len(steps) <= 30, played[-2000:]
+    assert re.search(r"^(won|not won) after \d+ actions", played, re.M), played[-2000:]
