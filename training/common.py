@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mpr.training.trainer import TrainConfig
+from mpr.training.trainer import TrainConfig, settings
 
 from mpr.config import from_mapping, load_yaml, to_dict
 from mpr.errors import ConfigError, MprError
@@ -174,7 +174,7 @@ def sample_games(items: Sequence[Any], task_of: Callable[[Any], str], n: int, fr
 
 def stage_header(header: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
     """What identifies a finished stage: its inputs plus its training settings."""
-    return json.loads(json.dumps({**header, "train": to_dict(config)}, default=str))
+    return {**json.loads(json.dumps(header, default=str)), "train": settings(config)}
 
 
 def spread(items: Sequence[Any], n: int) -> list[Any]:

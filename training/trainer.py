@@ -187,7 +187,7 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, _schedule(config.warmup_steps, total))
-    header = json.loads(json.dumps({**header, "train": to_dict(config), "examples": num_examples}))
+    header = {**json.loads(json.dumps(header)), "train": settings(config), "examples": num_examples}
     step, log = _restore(out / STATE_FILE, model, optim, sched, header)
     resumed_from, tokens, seconds, last = step, 0, 0.0, float("nan")
     bar = _bar(total, step, desc, progress)
@@ -293,8 +293,13 @@ def with_new_defaults(header: dict[str, Any]) -> dict[str, Any]:
     train = header.get("train")
     if not isinstance(train, dict):
         return header
-    defaults = json.loads(json.dumps(to_dict(TrainConfig()), default=str))
+    defaults = settings(TrainConfig())
     return {**header, "train": {**{k: v for k, v in defaults.items() if k not in train}, **train}}
+
+
+def settings(config: TrainConfig) -> dict[str, Any]:
+    """``config`` as saved in stage headers and training states (JSON values, as read back)."""
+    return json.loads(json.dumps(to_dict(config), default=str))
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
