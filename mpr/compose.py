@@ -205,11 +205,11 @@ def rollout_policy(policy: str, seed: int, data_dir: str | None, engine: Any = N
 
 def training_engine_config(config: Any, model: str = "default") -> Any:
     """The EngineConfig training stages run models with: fp32 (bit-stable metrics), the stage's
-    threads, batch size and prompt length. ``config``: a training config."""
+    device, threads, batch size and prompt length. ``config``: a training config."""
     from mpr.lm.engine import EngineConfig
 
     return EngineConfig(model=model, dtype="fp32", threads=config.threads, batch_size=config.batch_size,
-                        max_length=config.max_length)
+                        max_length=config.max_length, device=config.device)
 
 
 def training_engine(model_dir: str, config: Any, live_model: Any = None) -> Any:

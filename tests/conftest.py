@@ -114,11 +114,11 @@ def random_rollouts(tmp_path_factory, games_root) -> Path:
 MPR = [sys.executable, "-m", "mpr"]
 
 
-def mpr(*args, ok=True):
-    """Run the mpr CLI in a subprocess (one torch thread), as a user would."""
+def mpr(*args, ok=True, env=None):
+    """Run the mpr CLI in a subprocess (one torch thread), as a user would; ``env``: more variables."""
     import subprocess
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPR_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPR_THREADS": "1", **(env or {})}
     proc = subprocess.run(MPR + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=600)
     if ok:
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -132,6 +132,6 @@ def tiny_chain(tmp_path_factory, games_root):
     d = tmp_path_factory.mktemp("chain")
     mpr("rollout", "--policy", "expert", "--split", "train", "--limit", 4, "--out", d / "R", "--workers", 0, "--no-progress")
     mpr("train", "prm", "--rollouts", d / "R", "--out", d / "P", "--preset", "tiny", "--no-progress")
-    mpr("train", "world", "--rollouts", d / "R", "--out", d / "W", "--preset", "tiny", "--no-progress")
+    mpr("train", "world", "--rollouts", d / "R", "--out", d / "W", "--preset", "tiny", "--device", "cpu", "--no-progress")
     mpr("train", "policy", "--sft", "--demos", d / "R", "--out", d / "PI", "--preset", "tiny", "--no-progress")
     return d

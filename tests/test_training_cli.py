@@ -14,6 +14,8 @@ def chain(tiny_chain):
 def test_each_stage_leaves_a_checkpoint_that_plan_and_eval_load(chain):
     for name, kind in (("P", "prm"), ("W", "world"), ("PI", "policy")):
         assert json.loads((chain / name / "mpr-checkpoint.json").read_text())["kind"] == kind
+    world = json.loads((chain / "W" / "mpr-checkpoint.json").read_text())
+    assert world["header"]["train"]["device"] == "cpu"  # --device is the TrainConfig field, recorded
     task = mpr("tasks", "--split", "valid_seen", "--limit", 1).stdout.split()[0]
     out = mpr("plan", "--task", task, "--agent", "policy", "--policy", chain / "PI", "--world", chain / "W",
               "--max-actions", 2).stdout
@@ -40,3 +42,13 @@ def test_bad_training_input_is_one_clear_line(chain, tmp_path):
         assert proc.returncode == 2, (args, proc.stderr[-500:])
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (args, proc.stderr[-500:])
+
+
+def test_training_on_a_gpu_that_is_not_there_is_one_clear_line(chain, tmp_path):
+    no_gpu = {"CUDA_VISIBLE_DEVICES": ""}  # what a GPU box looks like without its GPU
+    for extra in (["--device", "cuda"], ["--preset", "gpu"], ["--set", "device=cuda"]):
+        proc = mpr("train", "prm", "--rollouts", chain / "R", "--out", tmp_path / "x", *extra, ok=False, env=no_gpu)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (extra, proc.stderr[-500:])
+        assert "--device cuda: torch sees no CUDA device" in lines[0], (extra, lines)
+        assert not (tmp_path / "x").exists()  # refused before anything is written

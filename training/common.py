@@ -93,7 +93,8 @@ def resolve_base(base: str) -> str:
 def load_model(base: str, head: str, config: TrainConfig) -> tuple[Any, Any]:
     """(model, tokenizer) to train from ``base``: a causal LM (``head="causal"``) or a one-output
     value model (``head="value"``, fp32, head initialised from ``config.seed``); LoRA-wrapped if
-    ``config.lora``."""
+    ``config.lora``; on ``config.device`` (initialised on the CPU first, so the same seed gives the
+    same weights on either device), with gradient checkpointing if ``config.grad_checkpointing``."""
     import torch
     from transformers import (
         AutoModelForCausalLM,
@@ -101,10 +102,11 @@ def load_model(base: str, head: str, config: TrainConfig) -> tuple[Any, Any]:
         AutoTokenizer,
     )
 
-    from mpr.lm.engine import default_threads
+    from mpr.lm.engine import default_threads, resolve_device
     from mpr.lm.weights import quiet_transformers
 
     quiet_transformers()
+    device = resolve_device(config.device)  # before the load: a missing GPU is one line, not minutes in
     torch.set_num_threads(config.threads or default_threads())
     path = resolve_base(base)
     tok = AutoTokenizer.from_pretrained(path)
@@ -120,19 +122,24 @@ def load_model(base: str, head: str, config: TrainConfig) -> tuple[Any, Any]:
     except Exception as exc:
         raise MprError(f"cannot load base model {base!r} ({path}): {exc.__class__.__name__}: "
                        f"{str(exc).splitlines()[0][:200]}") from None
+    if config.grad_checkpointing:
+        # Non-reentrant: works when no input requires grad (frozen embeddings under LoRA).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.lora:
         from mpr.lm.lora import LoraConfig, add_lora
 
         model = add_lora(model, LoraConfig(r=config.lora_r, alpha=2 * config.lora_r), value_head=(head == "value"))
-    return model, tok
+    return model.to(device), tok
 
 
 def encode(tok: Any, text: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def pad_right(seqs: Sequence[Sequence[int]], pad: int, fill: int | None = None) -> tuple[Any, Any]:
-    """[B, T] ids (padded with ``fill`` or ``pad``) and the attention mask."""
+def pad_right(seqs: Sequence[Sequence[int]], pad: int, fill: int | None = None, device: Any = None
+              ) -> tuple[Any, Any]:
+    """[B, T] ids (padded with ``fill`` or ``pad``) and the attention mask, on ``device`` (the model's;
+    None: the CPU)."""
     import torch
 
     width = max(1, max(map(len, seqs)))
@@ -142,6 +149,8 @@ def pad_right(seqs: Sequence[Sequence[int]], pad: int, fill: int | None = None) 
         if s:
             ids[i, : len(s)] = torch.tensor(list(s))
             mask[i, : len(s)] = 1
+    if device is not None:
+        ids, mask = ids.to(device), mask.to(device)
     return ids, mask
 
 

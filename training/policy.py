@@ -184,8 +184,8 @@ def transcript_loss(model: Any, windows: Sequence[Any], pad: int, lm_weight: flo
 
     from mpr.training.common import pad_right
 
-    ids, mask = pad_right([w.ids for w in windows], pad)
-    acts, _ = pad_right([[int(a) for a in w.action_mask] for w in windows], 0)
+    ids, mask = pad_right([w.ids for w in windows], pad, device=model.device)
+    acts, _ = pad_right([[int(a) for a in w.action_mask] for w in windows], 0, device=model.device)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
     act = acts[:, 1:].bool()
@@ -300,7 +300,7 @@ def train_policy_dpo(rollouts: Sequence[str], prm: str, out: Path, config: Train
         round_dir = claim_checkpoint_dir(out) / f"dpo-round-{r}"
         marker = round_dir / "done.json"
         if marker.exists():  # finished before a kill: restore its weights and move on
-            state = torch.load(round_dir / STATE_FILE, weights_only=False)
+            state = torch.load(round_dir / STATE_FILE, weights_only=False, map_location="cpu")
             model.load_state_dict(state["model"], strict=False)
             pairs_total += json.loads(marker.read_text())["pairs"]
             continue

@@ -65,13 +65,13 @@ def _values(model: Any, tok: Any, seqs: Sequence[Sequence[int]], batch_size: int
     out: list[float] = []
     with torch.inference_mode():
         for i in range(0, len(seqs), batch_size):
-            ids, mask = pad_right(seqs[i : i + batch_size], tok.pad_token_id)
+            ids, mask = pad_right(seqs[i : i + batch_size], tok.pad_token_id, device=model.device)
             out.extend(model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist())
     return out
 
 
 def _forward(model: Any, tok: Any, seqs: Sequence[Sequence[int]]) -> Any:
-    ids, mask = pad_right(seqs, tok.pad_token_id)
+    ids, mask = pad_right(seqs, tok.pad_token_id, device=model.device)
     return model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
 
 
@@ -111,7 +111,7 @@ def train_regression(kind: str, targets: list[Target], out: Path, config: TrainC
         raise MprError("every game landed in the held-out set; lower val_fraction or add games")
     model, tok = load_model(config.base, "value", config)
     seqs = [_tokenize(tok, t.state, t.action, config.max_length) for t in train]
-    y = torch.tensor([t.value for t in train], dtype=torch.float32)
+    y = torch.tensor([t.value for t in train], dtype=torch.float32, device=model.device)
     echo(f"{kind}: {len(train)} training targets from {len({t.state.task_id for t in train})} games, "
          f"{len(val)} held-out targets from {len({t.state.task_id for t in val})} games")
 
@@ -216,8 +216,8 @@ def train_inverse(demos: Sequence[str], rollouts: Sequence[str], policy: Callabl
     model, tok = load_model(config.base, "value", config)
     first = [_tokenize(tok, p.state, p.action, config.max_length) for p in train]
     second = [_tokenize(tok, p.next_state, p.next_action, config.max_length) for p in train]
-    y = torch.tensor([p.label for p in train])
-    not_last = torch.tensor([0.0 if p.last else 1.0 for p in train])
+    y = torch.tensor([p.label for p in train], device=model.device)
+    not_last = torch.tensor([0.0 if p.last else 1.0 for p in train], device=model.device)
     echo(f"inverse-prm: {len(train)} training transitions ({int(y.sum())} expert), {len(val)} held out")
 
     def loss_fn(idx: list[int]) -> tuple[Any, int]:

@@ -16,17 +16,17 @@ def example(tok: Any, prompt: str, target: str) -> tuple[list[int], list[int]]:
     return encode(tok, prompt), encode(tok, target) + [tok.eos_token_id]
 
 
-def batch(examples: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[Any, Any, Any]:
-    """ids, attention mask and labels (prompt and padding masked out) for a batch of examples."""
+def batch(examples: Sequence[tuple[list[int], list[int]]], pad: int, device: Any = None) -> tuple[Any, Any, Any]:
+    """ids, attention mask and labels (prompt and padding masked out) for a batch of examples, on ``device``."""
     seqs = [p + t for p, t in examples]
-    ids, mask = pad_right(seqs, pad)
-    labels, _ = pad_right([[IGNORE] * len(p) + t for p, t in examples], pad, fill=IGNORE)
+    ids, mask = pad_right(seqs, pad, device=device)
+    labels, _ = pad_right([[IGNORE] * len(p) + t for p, t in examples], pad, fill=IGNORE, device=device)
     return ids, mask, labels
 
 
 def sft_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[Any, int]:
     """Mean token cross-entropy over target tokens; and the batch's token count."""
-    ids, mask, labels = batch(examples, pad)
+    ids, mask, labels = batch(examples, pad, model.device)
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     return out.loss, int(mask.sum())
 
@@ -36,7 +36,7 @@ def target_logprobs(model: Any, examples: Sequence[tuple[list[int], list[int]]],
     (differentiable unless called under no_grad)."""
     import torch
 
-    ids, mask, labels = batch(examples, pad)
+    ids, mask, labels = batch(examples, pad, model.device)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     tgt = labels[:, 1:]
     keep = tgt != IGNORE

@@ -25,7 +25,7 @@ from typing import Any
 
 from mpr.config import require, to_dict
 from mpr.errors import MprError
-from mpr.lm.engine import DTYPES
+from mpr.lm.engine import DEVICES, DTYPES
 from mpr.owned import check_dir, claim_dir
 
 STATE_FILE = "train-state.pt"
@@ -67,9 +67,17 @@ class TrainConfig:
     gamma: discount of AgentPRM / InversePRM targets. dpo_beta: the DPO KL-anchor strength.
     candidates: actions sampled per state for RFT / DPO. rounds: online DPO rounds.
     threads: torch threads (0: $MPR_THREADS or the core count).
-    dtype: "auto" (bf16 autocast where the CPU has native bf16 — AMX or AVX512-BF16 — else fp32),
-        "bf16" or "fp32". Weights and optimizer state stay fp32 either way; autocast runs the matmuls
-        in bf16 (1.6-2.3x training tokens/s on an AMD EPYC with AVX512-BF16, ../shared/models.md).
+    device: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu" or "cuda" (an error line where
+        there is none). Checkpoints and training states are the same files either way; a run
+        started on one device resumes on the other.
+    dtype: "auto" (bf16 autocast where the hardware has native bf16 — on a CPU AMX or AVX512-BF16,
+        on a GPU Ampere or later — else fp32), "bf16" or "fp32". Weights and optimizer state stay
+        fp32 either way; autocast runs the matmuls in bf16 (1.6-2.3x training tokens/s on an AMD EPYC
+        with AVX512-BF16, ../shared/models.md). No fp16 (it would need loss scaling).
+    grad_accum: micro-batches of ``batch_size`` per optimizer step (the mean of their losses), so a
+        large effective batch fits a small memory; ``epochs`` still counts micro-batches.
+    grad_checkpointing: recompute activations in the backward pass (HF gradient checkpointing):
+        less memory for long sequences or big models, ~30% more compute.
     only_won: SFT on the won demonstrations only (a lost expert episode is mostly wandering);
         episodes with expert labels (DAgger rollouts) are kept won or lost.
     dagger_branches: transcript SFT on labelled episodes: at most this many disagreement branches
@@ -110,6 +118,9 @@ class TrainConfig:
     dagger_branches: int = 8
     max_games: int = 0
     lm_weight: float = 0.0
+    device: str = "auto"
+    grad_accum: int = 1
+    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -129,13 +140,16 @@ class TrainConfig:
         require(self.dagger_branches >= 0, f"dagger_branches must be >= 0, got {self.dagger_branches}")
         require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        require(self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}")
+        require(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
         require(self.prompt_format in PROMPT_FORMATS,
                 f"prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
 
     def total_steps(self, num_examples: int) -> int:
+        """Optimizer steps: ``max_steps``, or ``epochs`` passes of micro-batches, ``grad_accum`` per step."""
         if self.max_steps:
             return self.max_steps
-        return max(1, math.ceil(self.epochs * math.ceil(num_examples / self.batch_size)))
+        return max(1, math.ceil(self.epochs * math.ceil(num_examples / self.batch_size) / self.grad_accum))
 
 
 @dataclass
@@ -191,23 +205,17 @@ def fit(
     step, log = _restore(out / STATE_FILE, model, optim, sched, header)
     resumed_from, tokens, seconds, last = step, 0, 0.0, float("nan")
     bar = _bar(total, step, desc, progress)
-    autocast = autocast_context(config.dtype)
+    autocast = autocast_context(config.dtype, _device_of(model))
     model.train()
     try:
         while step < total:
             if stop_after is not None and step - resumed_from >= stop_after:
                 break
             t0 = time.perf_counter()
-            with autocast():
-                loss, n_tok = loss_fn(batch_indices(num_examples, config.batch_size, config.seed, step))
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optim.step()
-            sched.step()
+            last, n_tok = _optimizer_step(params, optim, sched, loss_fn, autocast, config, num_examples, step)
             step += 1
             dt = time.perf_counter() - t0
-            seconds, tokens, last = seconds + dt, tokens + n_tok, float(loss.detach())
+            seconds, tokens = seconds + dt, tokens + n_tok
             log.append({"step": step, "loss": last, "tokens": n_tok, "seconds": dt})
             bar.update(1)
             bar.set_postfix(loss=f"{last:.4f}", tok_s=f"{tokens / max(seconds, 1e-9):.0f}")
@@ -222,17 +230,62 @@ def fit(
     return FitResult(step, resumed_from, tokens, seconds, last)
 
 
-def autocast_context(dtype: str) -> Callable[[], Any]:
-    """A factory of the forward pass's autocast context for ``dtype`` ("auto" decided from this CPU)."""
+def _optimizer_step(params: list, optim: Any, sched: Any, loss_fn: Callable[[list[int]], tuple[Any, int]],
+                    autocast: Callable[[], Any], config: TrainConfig, num_examples: int, step: int) -> tuple[float, int]:
+    """Optimizer step ``step``: the gradients of its ``grad_accum`` micro-batches (each loss divided
+    by ``grad_accum``, so the step follows the mean), clipped to norm 1. Returns (the micro-batches'
+    mean loss, their tokens)."""
+    import torch
+
+    optim.zero_grad(set_to_none=True)
+    losses, tokens = [], 0
+    for k in range(config.grad_accum):
+        micro = step * config.grad_accum + k
+        with autocast():
+            loss, n_tok = loss_fn(batch_indices(num_examples, config.batch_size, config.seed, micro))
+        (loss / config.grad_accum).backward()
+        losses.append(float(loss.detach()))
+        tokens += n_tok
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optim.step()
+    sched.step()
+    return sum(losses) / len(losses), tokens
+
+
+def _device_of(model: Any) -> str:
+    """"cuda" or "cpu": where the model's weights are."""
+    return next(model.parameters()).device.type
+
+
+def autocast_dtype(dtype: str, device: str, cuda_bf16: bool | None = None) -> str:
+    """What the forward pass autocasts to ("bf16" or "fp32") for the ``dtype`` setting on ``device``.
+    "auto": bf16 where the hardware computes it natively (the CPU's AMX / AVX512-BF16; a GPU that
+    torch says supports it, Ampere and later), else fp32. "bf16" on a GPU without it is an error.
+    ``cuda_bf16``: what torch says, unless given (tests)."""
+    from mpr.lm.engine import cpu_supports_bf16
+
+    if device == "cpu":
+        return "bf16" if dtype == "bf16" or (dtype == "auto" and cpu_supports_bf16()) else "fp32"
+    if dtype == "fp32":
+        return "fp32"
+    if cuda_bf16 is None:
+        import torch
+
+        cuda_bf16 = torch.cuda.is_bf16_supported()
+    if dtype == "bf16" and not cuda_bf16:
+        raise MprError("dtype bf16: this GPU has no bf16 support; use --set dtype=fp32 (or auto)")
+    return "bf16" if cuda_bf16 else "fp32"
+
+
+def autocast_context(dtype: str, device: str = "cpu") -> Callable[[], Any]:
+    """A factory of the forward pass's autocast context for the ``dtype`` setting on ``device``."""
     import contextlib
 
     import torch
 
-    from mpr.lm.engine import auto_dtype
-
-    if auto_dtype(dtype, "cpu") != "bf16":
+    if autocast_dtype(dtype, device) != "bf16":
         return contextlib.nullcontext
-    return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return lambda: torch.autocast(device, dtype=torch.bfloat16)
 
 
 def _schedule(warmup: int, total: int) -> Callable[[int], float]:
@@ -270,7 +323,7 @@ def _restore(path: Path, model: Any, optim: Any, sched: Any, header: dict[str, A
     if not path.exists():
         return 0, []
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location="cpu")  # a CUDA run resumes on a CPU too
     except Exception as exc:
         raise MprError(f"{path} is unreadable ({exc.__class__.__name__}); delete it to start this stage over") from None
     saved = with_new_defaults(state.get("header") or {})

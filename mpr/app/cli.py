@@ -6,6 +6,7 @@ heavy libraries are imported inside commands so ``mpr --help`` is instant.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Any
@@ -364,23 +365,36 @@ def train_options(fn: Any) -> Any:
     options = [
         click.option("--out", required=True, type=click.Path(), help="Checkpoint dir; rerunning with it resumes."),
         click.option("--preset", default="tiny", show_default=True,
-                     help="tiny (tiny from-scratch models, CI) or cpu-small (SmolLM2-135M + LoRA); "
+                     help="tiny (tiny from-scratch models, CI), cpu (the shipped defaults, 2 cores), "
+                          "cpu-small (SmolLM2-135M + LoRA) or gpu (a pretrained LM on one CUDA GPU); "
                           "see training/presets/."),
         click.option("--config", "config_file", type=click.Path(), default=None,
                      help="A YAML file whose stage sections override the preset."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override one training setting, e.g. --set lr=5e-4 (repeatable)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+                     help="Where to train (= --set device=...; default: the preset's, auto: CUDA when torch "
+                          "sees a GPU)."),
         click.option("--no-progress", is_flag=True),
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+
+    @functools.wraps(fn)
+    def with_device(*args: Any, device: str | None = None, overrides: tuple[str, ...] = (), **kwargs: Any) -> Any:
+        # --device is one more override, after the --set ones: a stage sees one TrainConfig field
+        return fn(*args, overrides=tuple(overrides) + ((f"device={device}",) if device else ()), **kwargs)
+
+    return with_device
 
 
 def _train_config(stage: str, preset: str, config_file: str | None, overrides: tuple[str, ...]) -> Any:
+    from mpr.lm.engine import resolve_device
     from mpr.training.common import load_train_config
 
-    return load_train_config(stage, preset, config_file, overrides)
+    config = load_train_config(stage, preset, config_file, overrides)
+    resolve_device(config.device)  # no GPU for --device cuda: one line now, not after loading the data
+    return config
 
 
 def _report(meta: dict) -> None:

@@ -25,6 +25,7 @@ from mpr.config import require
 
 DTYPES = ("auto", "bf16", "fp32")
 BACKENDS = ("auto", "hf", "vllm")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def default_threads() -> int:
@@ -76,7 +77,7 @@ class EngineConfig:
         require(self.threads >= 0, f"threads must be >= 0 (0: default), got {self.threads}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.max_length >= 16, f"max_length must be >= 16, got {self.max_length}")
-        require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        require(self.device in DEVICES, f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.threads == 0:
             object.__setattr__(self, "threads", default_threads())
 
@@ -201,6 +202,27 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_device(name: str, cuda_available: bool | None = None) -> str:
+    """"cpu" or "cuda" for a device setting: "auto" is CUDA when torch sees a GPU; "cuda" where it
+    sees none is one error line, not a traceback from deep inside ``model.to``.
+    ``cuda_available``: what torch says, unless given (tests)."""
+    from mpr.errors import MprError
+
+    require(name in DEVICES, f"device must be one of {DEVICES}, got {name!r}")
+    if name == "cpu":
+        return "cpu"
+    detail = ""
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+        detail = f" (torch {torch.__version__}, " + (f"CUDA {torch.version.cuda} build)" if torch.version.cuda
+                                                      else "a CPU-only build)")
+    if name == "cuda" and not cuda_available:
+        raise MprError(f"--device cuda: torch sees no CUDA device here{detail}; use --device cpu or auto")
+    return "cuda" if cuda_available else "cpu"
 
 
 def auto_dtype(name: str, device: str) -> str:

@@ -23,6 +23,7 @@ from mpr.lm.engine import (
     TokenizerMixin,
     auto_dtype,
     regroup,
+    resolve_device,
     truncate_at_stop,
 )
 from mpr.lm.transcript_cache import TranscriptCache
@@ -65,7 +66,7 @@ class HFEngine(TokenizerMixin):
         self.path = resolve_model(config.model)
         quiet_transformers()
         torch.set_num_threads(config.threads)
-        self.device = "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.tokenizer = self._load_tokenizer()
         self._lm: Any = lm
