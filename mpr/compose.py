@@ -244,11 +244,11 @@ def training_scorer(path: str, config: Any) -> Any:
     return PRMScorer.from_checkpoint(path, training_engine_config(config))
 
 
-def training_world_model(model_dir: str, config: Any) -> Any:
-    """The world model at ``model_dir``, for held-out prediction metrics."""
+def training_world_model(model_dir: str, config: Any, prompt_format: str = "chat") -> Any:
+    """The world model at ``model_dir`` (trained in ``prompt_format``), for held-out prediction metrics."""
     from mpr.worldmodel.llm import LLMWorldModel
 
-    return LLMWorldModel(training_engine(model_dir, config))
+    return LLMWorldModel(training_engine(model_dir, config), prompt_format=prompt_format)
 
 
 def next_action_policy(name: str, config: Any) -> Callable[[Sequence[State]], list[str]]:

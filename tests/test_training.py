@@ -284,3 +284,95 @@ def test_held_out_subsets_spread_over_the_whole_set():
     assert spread(list(range(10)), 5) == [0, 2, 4, 6, 8]
     labels = [1] * 50 + [0] * 50  # e.g. expert pairs first, learner pairs after
     assert set(spread(labels, 10)) == {0, 1}
+
+
+def test_transcript_prm_is_read_where_planners_score_it(cfg, random_rollouts, expert_rollouts, tmp_path):
+    """AgentPRM on whole episodes: one value per policy action, at its last token; the scorer
+    (transcript cut, siblings packed under tree attention) reads the same numbers."""
+    import dataclasses
+    from functools import partial
+
+    import torch
+    from mpr.training.common import encode, load_model
+    from mpr.training.prm import transcript_value_data, transcript_values
+    from mpr.training.rollout import load_rollouts
+    from mpr.training.targets import mc_targets
+
+    from mpr.compose import training_engine
+    from mpr.learned.scorer import PRMScorer
+
+    config = dataclasses.replace(cfg, prompt_format="transcript")
+    rollouts = [str(random_rollouts), str(expert_rollouts)]
+    out = tmp_path / "tprm"
+    meta = train_agentprm(rollouts, out, config, progress=False, echo=lambda _m: None)
+    assert meta["prompt_format"] == "transcript" and meta["metrics"]["steps"] == 4
+    assert meta["metrics"]["train_steps"] > 0 and meta["metrics"]["val_targets"] > 0
+    assert PRMScorer.from_checkpoint(str(out)).prompt_format == "transcript"
+
+    episodes = load_rollouts(*rollouts)
+    targets = mc_targets(episodes, config.gamma)
+    model, tok = load_model(str(out), "value", config)
+    model.eval()
+    trained, states, actions, windows = [], [], [], 0
+    for ep in episodes:
+        ws, ys = transcript_value_data([ep], targets, partial(encode, tok), config.max_length)
+        assert [len(y) for y in ys] == [len(w.action_ends) for w in ws]
+        windows += len(ws)
+        with torch.no_grad():
+            trained += transcript_values(model, ws, tok.pad_token_id).tolist()
+        ep_states = ep.states()
+        for w in ws:
+            states += [ep_states[t] for t in w.turns]
+            actions += [ep_states[-1].turns[t].action for t in w.turns]
+    assert windows > len(episodes)  # some episodes were cut into windows: the cut is checked too
+    served = PRMScorer(training_engine(str(out), config), "raw", prompt_format="transcript").score(states, actions)
+    assert len(served) == len(trained) > 20
+    assert max(abs(a - b) for a, b in zip(served, trained)) < 1e-4
+
+
+def test_transcript_world_model_predicts_from_the_ids_it_was_trained_on(cfg, random_rollouts, expert_rollouts,
+                                                                         tmp_path):
+    """Whole-episode world model: the prompt it is served (the state's transcript cut by the world
+    model's rule, then the action's segment) is, id for id, the training window up to where the
+    observation starts; predictions are one line each; held-out metrics split by kind."""
+    import dataclasses
+    from functools import partial
+
+    from mpr.training.common import encode
+    from mpr.training.rollout import load_rollouts, transitions
+    from mpr.training.transcripts import encode_states
+    from mpr.training.world import train_world, world_targets
+    from mpr.worldmodel.facts import observation_kind
+    from mpr.worldmodel.llm import TRANSCRIPT_WORLD_RESERVE, LLMWorldModel
+
+    from mpr.compose import training_engine
+    from mpr.lm.prompts import action_segment, fitted_transcript
+
+    config = dataclasses.replace(cfg, prompt_format="transcript", max_length=384)
+    out = tmp_path / "tw"
+    meta = train_world([str(random_rollouts), str(expert_rollouts)], out, config, progress=False, echo=lambda _m: None)
+    m = meta["metrics"]
+    assert meta["prompt_format"] == "transcript" and m["steps"] == 4
+    assert sum(k["transitions"] for k in m["val_by_kind"].values()) == m["val_transitions"] > 0
+
+    engine = training_engine(str(out), config)
+    enc = partial(encode, engine.tokenizer)
+    checked = cut = 0
+    for ep in load_rollouts(str(random_rollouts)):
+        states = ep.states()
+        for w in encode_states(states, enc, config.max_length, TRANSCRIPT_WORLD_RESERVE):
+            targets = world_targets(w)
+            assert sum(targets) > sum(w.observation_mask)  # + the token that ends each observation
+            for t in w.turns:
+                prompt = fitted_transcript(states[t], engine, TRANSCRIPT_WORLD_RESERVE) + [action_segment(states[-1].turns[t].action)]
+                ids = [i for seg in prompt for i in enc(seg)]
+                assert tuple(ids) == w.ids[: len(ids)] and w.observation_mask[len(ids)], (ep.task_id, t)
+                checked += 1
+                cut += "omitted" in prompt[1] or prompt[1].startswith("[")
+    assert checked > 20 and cut > 0  # cut prompts are checked too
+    wm = LLMWorldModel.from_checkpoint(str(out))
+    assert wm.prompt_format == "transcript"
+    steps = [st for ep in load_rollouts(str(expert_rollouts)) for st in transitions(ep)][:4]
+    preds = wm.predict([s.state for s in steps], [s.action for s in steps])
+    assert len(preds) == 4 and all(p and "\n" not in p for p in preds)
+    assert {observation_kind(s.state, s.action) for s in steps} <= {"determined", "unseen"}

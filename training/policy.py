@@ -176,16 +176,19 @@ def _sft_transcripts(episodes: Sequence[Any], out: Path, config: TrainConfig, he
         prompt_format="transcript")
 
 
-def transcript_loss(model: Any, windows: Sequence[Any], pad: int, lm_weight: float = 0.0) -> tuple[Any, int]:
-    """Mean cross-entropy over the action tokens of a batch of encoded episodes, plus ``lm_weight``
-    times the mean over their other tokens (each window's first token has no target); and the
-    batch's tokens. ``lm_weight == 0`` is the action loss alone."""
+def transcript_loss(model: Any, windows: Sequence[Any], pad: int, lm_weight: float = 0.0,
+                    targets: Callable[[Any], Sequence[bool]] | None = None) -> tuple[Any, int]:
+    """Mean cross-entropy over the target tokens of a batch of encoded episodes — ``targets(w)``
+    marks them, the action tokens by default — plus ``lm_weight`` times the mean over their other
+    tokens (each window's first token has no target); and the batch's tokens. ``lm_weight == 0``
+    is the target loss alone."""
     import torch
 
     from mpr.training.common import pad_right
 
+    mark = targets or (lambda w: w.action_mask)
     ids, mask = pad_right([w.ids for w in windows], pad, device=model.device)
-    acts, _ = pad_right([[int(a) for a in w.action_mask] for w in windows], 0, device=model.device)
+    acts, _ = pad_right([[int(a) for a in mark(w)] for w in windows], 0, device=model.device)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
     act = acts[:, 1:].bool()

@@ -14,6 +14,11 @@
 Validation is on held-out games (``val_fraction`` of the games, by task-id hash): loss, AUC
 (won-vs-lost steps for AgentPRM; expert-vs-learner transitions for InversePRM) and pairwise
 ranking accuracy among actions of the same state.
+
+AgentPRM with ``prompt_format: transcript`` trains on whole episodes: every rollout is one sequence
+(windows when long, cut as inference cuts), the value head is read at the last token of each policy
+action and regressed on that step's merged target — one forward pass trains every step of an
+episode; the scorer reads the head at the same place (``mpr.learned.scorer``).
 """
 
 from __future__ import annotations
@@ -128,13 +133,109 @@ def regression_metrics(model: Any, tok: Any, val: list[Target], config: TrainCon
     if not val:
         return {"val_targets": 0}
     seqs = [_tokenize(tok, t.state, t.action, config.max_length) for t in val]
-    logits = _values(model, tok, seqs, config.batch_size)
-    preds = [sigmoid(x) for x in logits]
+    return regression_report(val, [sigmoid(x) for x in _values(model, tok, seqs, config.batch_size)])
+
+
+def regression_report(val: Sequence[Target], preds: Sequence[float]) -> dict[str, Any]:
+    """Held-out soft-BCE loss, won-vs-lost AUC and same-state pair accuracy of predictions in [0, 1]."""
     loss = -sum(t.value * math.log(max(p, 1e-12)) + (1 - t.value) * math.log(max(1 - p, 1e-12))
                 for t, p in zip(val, preds)) / len(val)
     return {"val_targets": len(val), "val_loss": loss,
             "val_auc_won": auc(preds, [t.success >= 0.5 for t in val]),
             "val_pair_accuracy": pair_accuracy(val, preds)}
+
+
+def transcript_values(model: Any, windows: Sequence[Any], pad: int) -> Any:
+    """The value head's logits at every trained action's last token (``windows[i].action_ends``), in
+    order: a [sum of len(action_ends)] tensor, differentiable."""
+    import torch
+
+    ids, mask = pad_right([w.ids for w in windows], pad, device=model.device)
+    hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+    rows = torch.tensor([i for i, w in enumerate(windows) for _ in w.action_ends], device=model.device)
+    cols = torch.tensor([e for w in windows for e in w.action_ends], device=model.device)
+    return model.score(hidden[rows, cols]).float()[:, 0]
+
+
+def transcript_value_loss(model: Any, windows: Sequence[Any], targets: Sequence[Sequence[float]], pad: int
+                          ) -> tuple[Any, int]:
+    """Soft binary cross-entropy of :func:`transcript_values` against ``targets[i]`` (aligned with
+    ``windows[i].action_ends``); and the batch's tokens."""
+    import torch
+
+    logits = transcript_values(model, windows, pad)
+    y = torch.tensor([v for ts in targets for v in ts], dtype=torch.float32, device=model.device)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, y), sum(len(w) for w in windows)
+
+
+def transcript_value_data(episodes: Sequence[Any], targets: Sequence[Target], encode_fn: Callable[[str], list[int]],
+                          max_length: int) -> tuple[list[Any], list[list[float]]]:
+    """The training sequences of ``episodes`` (cut as the policy cuts, replayed prefixes context only)
+    and, aligned with each one's ``action_ends``, the merged target of that (state, action)."""
+    from mpr.lm.prompts import TRANSCRIPT_RESERVE
+    from mpr.training.transcripts import encode_states
+
+    value = {(t.state.digest(), t.action): t.value for t in targets}
+    windows, ys = [], []
+    for ep in episodes:
+        states = ep.states()
+        for w in encode_states(states, encode_fn, max_length, TRANSCRIPT_RESERVE, first_trained=ep.prefix):
+            keys = [(states[t].digest(), states[-1].turns[t].action) for t in w.turns]
+            missing = [k for k in keys if k not in value]
+            if missing:
+                raise MprError(f"{ep.task_id}: no target for action {missing[0][1]!r} (rollout and targets disagree)")
+            windows.append(w)
+            ys.append([value[k] for k in keys])
+    return windows, ys
+
+
+def train_regression_transcripts(kind: str, episodes: Sequence[Any], targets: list[Target], out: Path,
+                                 config: TrainConfig, header: dict[str, Any], progress: bool,
+                                 echo: Callable[[str], None], stop_after: int | None = None) -> dict[str, Any]:
+    """AgentPRM on whole episodes (see the module doc); one optimizer step is a length bucket of at
+    most ``batch_size x max_length`` tokens."""
+    import dataclasses
+    from functools import partial
+
+    from mpr.training.transcripts import bucket, padding_share
+
+    done = finished(out, kind, header, config, echo)
+    if done:
+        return done
+    train, held_out = split_by_game(list(episodes), lambda e: e.task_id, config.val_fraction)
+    val_games = {e.task_id for e in held_out}
+    val = [t for t in targets if t.state.task_id in val_games]
+    if not train:
+        raise MprError("every game landed in the held-out set; lower val_fraction or add games")
+    model, tok = load_model(config.base, "value", config)
+    windows, ys = transcript_value_data(train, targets, partial(encode, tok), config.max_length)
+    lengths = [len(w) for w in windows]
+    buckets = bucket(lengths, config.batch_size * config.max_length)
+    echo(f"{kind} (transcripts): {len(train)} episodes -> {len(windows)} sequences, {sum(map(len, ys))} steps, "
+         f"{sum(lengths):,} tokens in {len(buckets)} buckets ({100 * padding_share(lengths, buckets):.1f}% padding); "
+         f"{len(val)} held-out targets")
+
+    def loss_fn(idx: list[int]) -> tuple[Any, int]:
+        chosen = [i for k in idx for i in buckets[k]]
+        return transcript_value_loss(model, [windows[i] for i in chosen], [ys[i] for i in chosen], tok.pad_token_id)
+
+    return train_and_save(model, tok, out, kind, config, header, len(buckets), loss_fn,
+                          lambda _saved: transcript_regression_metrics(str(out), spread(val, config.val_examples), config),
+                          {"train_steps": sum(map(len, ys)), "train_sequences": len(windows), "train_tokens": sum(lengths)},
+                          progress, f"train {kind} (transcripts)", stop_after,
+                          fit_config=dataclasses.replace(config, batch_size=1), output="sigmoid",
+                          prompt_format="transcript")
+
+
+def transcript_regression_metrics(model_dir: str, val: list[Target], config: TrainConfig) -> dict[str, Any]:
+    """``regression_metrics`` with the held-out targets scored the way planners score them."""
+    from mpr.compose import training_engine
+    from mpr.learned.scorer import PRMScorer
+
+    if not val:
+        return {"val_targets": 0}
+    scorer = PRMScorer(training_engine(model_dir, config), "sigmoid", prompt_format="transcript")
+    return regression_report(val, scorer.score([t.state for t in val], [t.action for t in val]))
 
 
 def train_agentprm(rollouts: Sequence[str], out: Path, config: TrainConfig, shaping_ref: str | None = None,
@@ -149,6 +250,8 @@ def train_agentprm(rollouts: Sequence[str], out: Path, config: TrainConfig, shap
         targets = mc_targets(episodes, config.gamma)
     header = {"stage": "prm", "objective": "agentprm", "rollouts": [str(Path(r).resolve()) for r in rollouts],
               "episodes": len(episodes), "shaping_ref": shaping_ref}
+    if config.prompt_format == "transcript":
+        return train_regression_transcripts("prm", episodes, targets, out, config, header, progress, echo, stop_after)
     return train_regression("prm", targets, out, config, header, progress, echo, stop_after)
 
 

@@ -15,6 +15,10 @@ Two observations match on facts when their fact sets are equal, even if worded d
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mpr.core import State
 
 ARRIVE = re.compile(r"you arrive at (?:the )?([a-z]+ \d+)")
 _SEEN = re.compile(r"you see (.+?)(?:\.|$)")
@@ -49,3 +53,29 @@ def parse_facts(text: str) -> frozenset[tuple[str, str]]:
 
 def facts_match(predicted: str, actual: str) -> bool:
     return parse_facts(predicted) == parse_facts(actual)
+
+
+def facts_f1(predicted: str, actual: str) -> float:
+    """F1 of the predicted observation's facts against the real one's (1.0 when both state none)."""
+    p, a = parse_facts(predicted), parse_facts(actual)
+    if not p and not a:
+        return 1.0
+    hits = len(p & a)
+    return 2 * hits / (len(p) + len(a))
+
+
+OBSERVATION_KINDS = ("determined", "unseen")
+
+
+def observation_kind(state: "State", action: str) -> str:
+    """Whether the history determines what the game prints after ``action`` in ``state``:
+
+    * "unseen": going to, or opening, a receptacle for the first time in the episode — the text
+      lists what is there, which no model can know from the transcript;
+    * "determined": everything else — feedback on an action ("You pick up ...", "Nothing
+      happens.", heat / cool / clean / use / put), and revisits and re-openings, whose contents
+      the transcript already showed (changed only by the agent's own actions since)."""
+    verb = action.split(" ", 1)[0]
+    if verb not in ("go", "open"):
+        return "determined"
+    return "determined" if any(t.action == action for t in state.turns) else "unseen"

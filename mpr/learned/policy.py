@@ -37,14 +37,12 @@ from mpr.core import FALLBACK_ACTION, State
 from mpr.lm.engine import Engine, SamplingConfig, SegmentScoring, tokenizer_of
 from mpr.lm.prompts import (
     TRANSCRIPT_PROMPT_END,
-    TRANSCRIPT_RESERVE,
     ChatFormat,
     action_continuation,
     action_segment,
+    fitted_transcript,
     parse_action,
     policy_prompt,
-    transcript_segments,
-    transcript_skip,
 )
 
 log = logging.getLogger(__name__)
@@ -138,10 +136,7 @@ class LLMPolicy:
 
     def transcript(self, state: State) -> list[str]:
         """The segments of ``state``'s transcript, cut to the engine's context (see mpr.lm.prompts)."""
-        # the segment-wise count the engine scores with (HF: from its memo, so a segment is tokenized once)
-        count = self.engine.count_segment_tokens if isinstance(self.engine, SegmentScoring) else self.engine.count_tokens
-        skip = transcript_skip(state, count, self.engine.config.max_length, TRANSCRIPT_RESERVE)
-        return transcript_segments(state, skip)
+        return fitted_transcript(state, self.engine)
 
     def _rng(self, state: State, salt: str) -> random.Random:
         return random.Random(zlib.crc32(f"{salt}:{self.config.seed}:{state.digest()}".encode()))

@@ -1,8 +1,11 @@
 """The process reward model as a ``Scorer``: ``score(states, actions)[i]`` = Q(states[i], actions[i]).
 
-One ``Engine.value`` call per ``score`` call. AgentPRM checkpoints (kind ``prm``) output
-sigmoid(logit) in [0, 1] (a discounted success estimate); InversePRM checkpoints output the raw
-logit Q(s, a). Inputs are rendered by :func:`mpr.lm.prompts.prm_text`.
+One engine call per ``score`` call. AgentPRM checkpoints (kind ``prm``) output sigmoid(logit) in
+[0, 1] (a discounted success estimate); InversePRM checkpoints output the raw logit Q(s, a).
+Inputs: ``prompt_format`` "chat" renders :func:`mpr.lm.prompts.prm_text` (the value head reads its
+last token); "transcript" (a PRM trained on whole episodes) reads the head at the last token of the
+action segment after the state's transcript, cut as the policy cuts it — the position and the ids
+it was trained on — with a state's candidates sharing one encoding of its transcript.
 """
 
 from __future__ import annotations
@@ -11,15 +14,21 @@ import math
 from collections.abc import Sequence
 
 from mpr.core import FALLBACK_ACTION, Scorer, State, check_aligned
-from mpr.lm.engine import Engine, EngineConfig, GroupedValues, regroup, tokenizer_of
-from mpr.lm.prompts import JUDGE_ANSWERS, ChatFormat, judge_prompt, prm_text
+from mpr.errors import MprError
+from mpr.lm.engine import Engine, EngineConfig, GroupedValues, SegmentValues, regroup, tokenizer_of
+from mpr.lm.prompts import JUDGE_ANSWERS, ChatFormat, action_segment, fitted_transcript, judge_prompt, prm_text
 
 
 class PRMScorer:
-    def __init__(self, engine: Engine, output: str = "sigmoid", share_prefix: bool = True):
+    def __init__(self, engine: Engine, output: str = "sigmoid", share_prefix: bool = True,
+                 prompt_format: str = "chat"):
         if output not in ("sigmoid", "raw"):
             raise ValueError(f"output must be 'sigmoid' or 'raw', got {output!r}")
-        self.engine, self.output, self.share_prefix = engine, output, share_prefix
+        if prompt_format not in ("chat", "transcript"):
+            raise ValueError(f"prompt_format must be 'chat' or 'transcript', got {prompt_format!r}")
+        if prompt_format == "transcript" and not isinstance(engine, SegmentValues):
+            raise MprError("a transcript PRM needs an engine that values transcript segments (--backend hf)")
+        self.engine, self.output, self.share_prefix, self.prompt_format = engine, output, share_prefix, prompt_format
 
     @classmethod
     def from_checkpoint(cls, path: str, engine: EngineConfig | None = None) -> PRMScorer:
@@ -30,16 +39,37 @@ class PRMScorer:
 
         ckpt = load_checkpoint(path, *SCORER_KINDS, flag="--prm")
         config = dataclasses.replace(engine or EngineConfig(), model=str(ckpt.path))
-        return cls(make_engine(config), "raw" if ckpt.kind == "inverse-prm" else "sigmoid")
+        return cls(make_engine(config), "raw" if ckpt.kind == "inverse-prm" else "sigmoid",
+                   prompt_format=ckpt.meta.get("prompt_format", "chat"))
 
     def score(self, states: Sequence[State], actions: Sequence[str]) -> list[float]:
         if len(states) != len(actions):
             raise ValueError("score: states and actions differ in length")
-        texts = [prm_text(s, a, self.engine.count_tokens, self.engine.config.max_length) for s, a in zip(states, actions)]
-        raw = self._values(texts, actions)
+        if self.prompt_format == "transcript":
+            raw = self._transcript_values(states, actions)
+        else:
+            texts = [prm_text(s, a, self.engine.count_tokens, self.engine.config.max_length)
+                     for s, a in zip(states, actions)]
+            raw = self._values(texts, actions)
         out = raw if self.output == "raw" else [sigmoid(v) for v in raw]
         check_aligned("Scorer", out, states)
         return out
+
+    def _transcript_values(self, states: Sequence[State], actions: Sequence[str]) -> list[float]:
+        """One ``value_segments`` call: the pairs grouped by state, each state's transcript once."""
+        groups: dict[str, int] = {}
+        firsts: list[State] = []
+        conts: list[list[str]] = []
+        where = []
+        for s, a in zip(states, actions):
+            g = groups.setdefault(s.digest(), len(groups))
+            if g == len(firsts):
+                firsts.append(s)
+                conts.append([])
+            where.append((g, len(conts[g])))
+            conts[g].append(action_segment(a))
+        values = self.engine.value_segments([fitted_transcript(s, self.engine) for s in firsts], conts)
+        return [values[g][k] for g, k in where]
 
     def _values(self, texts: list[str], actions: Sequence[str]) -> list[float]:
         """Value-head outputs; siblings (same state, different actions) share one encoding of the state

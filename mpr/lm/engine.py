@@ -166,6 +166,30 @@ class SegmentScoring(Protocol):
                        candidates: Sequence[Sequence[str]]) -> list[list[ContinuationScore]]: ...
 
 
+@runtime_checkable
+class SegmentGeneration(Protocol):
+    """An engine that generates after prompts given as segments (tokenized one by one, as
+    ``SegmentScoring``): a transcript world model continues the ids it was trained on."""
+
+    def count_segment_tokens(self, segment: str) -> int: ...
+
+    def generate_segments(self, prompts: Sequence[Sequence[str]], n: int,
+                          sampling: SamplingConfig) -> list[list[Generation]]: ...
+
+
+@runtime_checkable
+class SegmentValues(Protocol):
+    """An engine that values continuations of prompts given as segments (tokenized one by one, as
+    ``SegmentScoring``): ``value_segments(prompts, candidates)[i][k]`` is the value head read at the
+    last token of ``candidates[i][k]`` after ``prompts[i]`` — a transcript PRM's Q(s, a), where
+    training reads it (``mpr.training.transcripts``: each action's last token)."""
+
+    def count_segment_tokens(self, segment: str) -> int: ...
+
+    def value_segments(self, prompts: Sequence[Sequence[str]],
+                       candidates: Sequence[Sequence[str]]) -> list[list[float]]: ...
+
+
 def tokenizer_of(engine: Any) -> Any:
     """The engine's tokenizer, or None for engines without one."""
     return engine.tokenizer if isinstance(engine, HasTokenizer) else None

@@ -125,6 +125,15 @@ class HFEngine(TokenizerMixin):
     # -- generate ----------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
         """``n`` samples per prompt; outputs cut at the first stop string. Seeded per call."""
+        return self._generate_ids([self.encode(p) for p in prompts], n, sampling)
+
+    def generate_segments(self, prompts: Sequence[Sequence[str]], n: int,
+                          sampling: SamplingConfig) -> list[list[Generation]]:
+        """``generate`` with each prompt given as its segments, each tokenized on its own (ids joined):
+        the ids a transcript model was trained on."""
+        return self._generate_ids([[t for seg in p for t in self._segment_ids(seg)] for p in prompts], n, sampling)
+
+    def _generate_ids(self, prompts: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
         import torch
 
         if not prompts:
@@ -135,7 +144,7 @@ class HFEngine(TokenizerMixin):
         pad = self.tokenizer.pad_token_id
         per_chunk = max(1, self.config.batch_size // max(1, n))
         for start in range(0, len(prompts), per_chunk):
-            batch = [self.encode(p) for p in prompts[start : start + per_chunk]]
+            batch = prompts[start : start + per_chunk]
             ids, mask = _left_pad(batch, pad, self.device)
             self.stats.prompt_tokens += sum(map(len, batch))
             kwargs: dict[str, Any] = dict(max_new_tokens=sampling.max_new_tokens, num_return_sequences=n,
@@ -370,6 +379,26 @@ class HFEngine(TokenizerMixin):
             self.stats.calls -= 1  # the fallback's own call is part of this one
             for (i, j), v in zip(full, self.value([prefixes[i] + continuations[i][j] for i, j in full])):
                 out[i][j] = v
+        return out
+
+    def value_segments(self, prompts: Sequence[Sequence[str]],
+                       candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        """``[i][k]``: the value head at the last token of ``candidates[i][k]`` after ``prompts[i]``
+        (segments tokenized one by one, ids joined; each prompt encoded once, its candidates packed
+        in one row under tree attention)."""
+        if len(prompts) != len(candidates):
+            raise ValueError("value_segments: prompts and candidates differ in length")
+        if not prompts:
+            return []
+        self.stats.calls += 1
+        prompt_ids = [[t for seg in p for t in self._segment_ids(seg)] for p in prompts]
+        cand_ids = [[self.encode(c) for c in cs] for cs in candidates]
+        if any(not p for p in prompt_ids) or any(not c for cs in cand_ids for c in cs):
+            raise ValueError("value_segments: empty prompt or candidate")
+        out: list[list[float]] = [[] for _ in prompts]
+        for chunk in self._prompt_chunks(cand_ids):
+            for i, vals in zip(chunk, self._value_chunk([prompt_ids[i] for i in chunk], [cand_ids[i] for i in chunk])):
+                out[i] = vals
         return out
 
     def _value_chunk(self, prompts: list[list[int]], cands: list[list[list[int]]]) -> list[list[float]]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mpr.core import State
 
@@ -257,6 +258,14 @@ def transcript_skip(state: State, count_tokens: Callable[[str], int] | None, max
         if sum(map(count_tokens, transcript_segments(state, skip))) + reserve <= max_tokens or skip == n:
             return skip
     return n
+
+
+def fitted_transcript(state: State, engine: Any, reserve: int = TRANSCRIPT_RESERVE) -> list[str]:
+    """The segments of ``state``'s transcript cut to ``engine``'s context (``engine.config.max_length``),
+    ``reserve`` tokens kept for what follows it: the cut whole-episode training uses. Tokens are
+    counted segment by segment where the engine can (HF: from its memo, so a segment is tokenized once)."""
+    count = getattr(engine, "count_segment_tokens", None) or engine.count_tokens
+    return transcript_segments(state, transcript_skip(state, count, engine.config.max_length, reserve))
 
 
 def action_continuation(action: str) -> str:
