@@ -52,3 +52,24 @@ def test_training_on_a_gpu_that_is_not_there_is_one_clear_line(chain, tmp_path):
         assert proc.returncode == 2 and len(lines) == 1, (extra, proc.stderr[-500:])
         assert "--device cuda: torch sees no CUDA device" in lines[0], (extra, lines)
         assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+def test_train_all_runs_every_stage_once_and_resumes_as_a_no_op(games_root, tmp_path):
+    out = tmp_path / "chain"
+    args = ("train", "all", "--preset", "tiny", "--demos-limit", 2, "--workers", 0, "--set", "max_steps=2",
+            "--out", out, "--no-progress")
+    first = mpr(*args).stdout
+    for k, stage in enumerate(("demos", "pi0", "rollouts", "prm", "world"), 1):
+        assert f"[{k}/5] {stage}:" in first
+    record = json.loads((out / "chain.json").read_text())
+    assert list(record["stages"]) == ["demos", "pi0", "rollouts", "prm", "world"]
+    assert record["stages"]["demos"]["result"]["episodes"] == 2 and record["stages"]["pi0"]["result"]["steps"] == 2
+    for name, kind in (("pi0", "policy"), ("prm", "prm"), ("world", "world")):
+        assert json.loads((out / name / "mpr-checkpoint.json").read_text())["kind"] == kind
+    rollouts = (out / "rollouts" / "rollouts.jsonl").read_bytes()
+    again = mpr(*args).stdout
+    assert again.count("already trained") == 3  # π₀, PRM and world model; the rollouts resume as complete
+    assert (out / "rollouts" / "rollouts.jsonl").read_bytes() == rollouts
+    assert json.loads((out / "chain.json").read_text())["stages"]["rollouts"]["result"]["rollouts_run_now"] == 0
+    proc = mpr("train", "prm", "--rollouts", out / "rollouts", "--out", tmp_path / "p", "--preset", "cpu", ok=False)
+    assert proc.returncode == 2 and "base: pi0 is the π₀ of `mpr train all`" in proc.stderr

@@ -83,6 +83,9 @@ def resolve_base(base: str) -> str:
     """A model directory for ``base``; a from-scratch size (``SCRATCH_SIZES``) is built on first use (seconds)."""
     from mpr.lm import weights as models
 
+    if base == "pi0":
+        raise MprError("base: pi0 is the π₀ of `mpr train all` (training/chain.py); for one stage on its own "
+                       "give --set base=PI0_CHECKPOINT")
     if base in models.SCRATCH_SIZES and not (models.scratch_model_dir(base) / models.READY_MARKER).exists():
         models.build_scratch(base)
     if Path(base).expanduser().is_dir() and (Path(base).expanduser() / META_FILE).exists():

@@ -29,6 +29,7 @@ class RolloutDefaults:
     limit: int | None = None
     repeats: int = 4
     temperature: float = 1.0
+    reset_half: float = 0.5  # `mpr train all` (`mpr train iterate` takes --reset-half)
 
 
 @dataclass(frozen=True)

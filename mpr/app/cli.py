@@ -532,6 +532,25 @@ def train_iterate_cmd(policy_ckpt: str, method: str, split: str, limit: int | No
     _report(iterate(config, Path(out), not no_progress, click.echo))
 
 
+@train.command("all")
+@click.option("--demos-limit", type=int, default=None, help="Train games the expert demonstrates [all 3,553].")
+@click.option("--workers", type=int, default=2, show_default=True, help="Env worker processes for the rollouts.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@train_options
+def train_all_cmd(demos_limit: int | None, workers: int, seed: int, out: str, preset: str, config_file: str | None,
+                  overrides: tuple[str, ...], no_progress: bool) -> None:
+    """The whole chain: demonstrations -> π₀ -> rollouts -> PRM -> world model. Resumable; each
+    stage is skipped when done."""
+    from pathlib import Path
+
+    from mpr.training.chain import ChainConfig, train_all
+
+    for stage in ("policy", "prm", "world"):
+        _train_config(stage, preset, config_file, overrides)  # every stage's settings, checked before any work
+    train_all(ChainConfig(preset=preset, config_file=config_file, overrides=tuple(overrides), demos_limit=demos_limit,
+                          workers=workers, seed=seed), Path(out), not no_progress, click.echo)
+
+
 # -- models -----------------------------------------------------------------------------
 
 
