@@ -376,3 +376,26 @@ def test_transcript_world_model_predicts_from_the_ids_it_was_trained_on(cfg, ran
     preds = wm.predict([s.state for s in steps], [s.action for s in steps])
     assert len(preds) == 4 and all(p and "\n" not in p for p in preds)
     assert {observation_kind(s.state, s.action) for s in steps} <= {"determined", "unseen"}
+
+
+def test_transcript_rft_is_dagger_with_the_prm_as_teacher(cfg, expert_rollouts, random_rollouts, tmp_path):
+    import dataclasses
+
+    from mpr.training.policy import prm_labelled, train_policy_rft, train_policy_sft
+    from mpr.training.rollout import load_rollouts
+
+    config = dataclasses.replace(cfg, prompt_format="transcript")
+    quiet = dict(progress=False, echo=lambda _m: None)
+    train_policy_sft([str(expert_rollouts)], tmp_path / "pi0", config, **quiet)
+    train_agentprm([str(random_rollouts)], tmp_path / "prm", config, **quiet)
+    episodes = load_rollouts(str(random_rollouts))
+    s0 = episodes[0].states()
+    labelled = prm_labelled(episodes, [(s0[1], "look", 0.9)])
+    assert labelled[0].states()[1].expert_action == "look" and labelled[0].states()[0].expert_action is None
+    meta = train_policy_rft([str(random_rollouts)], str(tmp_path / "prm"), tmp_path / "pi1",
+                            dataclasses.replace(config, base=str(tmp_path / "pi0")), **quiet)
+    assert meta["method"] == "rft" and meta["prompt_format"] == "transcript" and meta["metrics"]["steps"] == 4
+    assert meta["metrics"]["val_steps"] > 0  # agreement with the PRM-best actions of held-out games
+    with pytest.raises(MprError, match="set prompt_format to match"):
+        train_policy_rft([str(random_rollouts)], str(tmp_path / "prm"), tmp_path / "pi1b",
+                         dataclasses.replace(cfg, base=str(tmp_path / "pi0")), **quiet)

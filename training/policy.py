@@ -199,14 +199,18 @@ def transcript_loss(model: Any, windows: Sequence[Any], pad: int, lm_weight: flo
     return loss, int(mask.sum())
 
 
-def _require_policy_base(config: TrainConfig) -> str:
-    """The policy checkpoint RFT / DPO improve; they train the chat format's (state, action) rows."""
+def _require_policy_base(config: TrainConfig, transcripts: bool = False) -> str:
+    """The policy checkpoint RFT / DPO improve. DPO trains the chat format's (state, action) rows;
+    RFT (``transcripts``) also improves a transcript policy, on whole episodes."""
     from mpr.compose import prompt_format_of
     from mpr.lm.checkpoints import load_checkpoint
 
     base = str(load_checkpoint(config.base, "policy", flag="policy improvement base (--init)").path)
-    if config.prompt_format != "chat" or prompt_format_of(base) != "chat":
-        raise MprError("rft and dpo improve chat-format policies; a transcript policy is trained with --sft only")
+    formats = {config.prompt_format, prompt_format_of(base)}
+    if len(formats) > 1:
+        raise MprError(f"--init {base} is a {prompt_format_of(base)}-format policy; set prompt_format to match it")
+    if formats != {"chat"} and not transcripts:
+        raise MprError("dpo improves chat-format policies; improve a transcript policy with --rft")
     return base
 
 
@@ -228,7 +232,7 @@ def prm_best_actions(states: list[State], policy: Any, scorer: Any, n: int, take
 
 def train_policy_rft(rollouts: Sequence[str], prm: str, out: Path, config: TrainConfig, progress: bool = True,
                      echo: Callable[[str], None] = print, stop_after: int | None = None) -> dict[str, Any]:
-    base = _require_policy_base(config)
+    base = _require_policy_base(config, transcripts=True)
     header = {"stage": "policy", "method": "rft", "rollouts": [str(Path(r).resolve()) for r in rollouts],
               "prm": str(Path(prm).resolve()), "init": base}
     done = finished(out, "policy", header, config, echo)
@@ -251,7 +255,20 @@ def train_policy_rft(rollouts: Sequence[str], prm: str, out: Path, config: Train
                                              for s, a, v in best))
     changed = sum(a != taken.get(s.digest()) for s, a, _ in best)
     echo(f"rft: PRM-best action differs from the rollout's action in {changed} of {len(best)} states")
+    if config.prompt_format == "transcript":
+        return _sft_transcripts(prm_labelled(episodes, best), out, config, header, progress, echo, stop_after)
     return _sft([(s, a) for s, a, _ in best], out, config, header, progress, echo, stop_after, "train policy (rft)")
+
+
+def prm_labelled(episodes: Sequence[Any], best: Sequence[tuple[State, str, float]]) -> list[Any]:
+    """The rollouts with the PRM-best action as each state's label (``expert_actions``): transcript
+    RFT is then DAgger with the PRM as the teacher (``training.transcripts.encode_relabeled``: the
+    rollout's own actions where the PRM agrees, a branch to its choice where it does not)."""
+    import dataclasses
+
+    label = {s.digest(): a for s, a, _ in best}
+    return [dataclasses.replace(ep, expert_actions=tuple(label.get(s.digest()) for s in ep.states()))
+            for ep in episodes]
 
 
 # -- online DPO ------------------------------------------------------------------------------
