@@ -197,7 +197,7 @@ def train_regression_transcripts(kind: str, episodes: Sequence[Any], targets: li
     import dataclasses
     from functools import partial
 
-    from mpr.training.transcripts import bucket, padding_share
+    from mpr.training.transcripts import bucketed
 
     done = finished(out, kind, header, config, echo)
     if done:
@@ -209,11 +209,9 @@ def train_regression_transcripts(kind: str, episodes: Sequence[Any], targets: li
         raise MprError("every game landed in the held-out set; lower val_fraction or add games")
     model, tok = load_model(config.base, "value", config)
     windows, ys = transcript_value_data(train, targets, partial(encode, tok), config.max_length)
-    lengths = [len(w) for w in windows]
-    buckets = bucket(lengths, config.batch_size * config.max_length)
-    echo(f"{kind} (transcripts): {len(train)} episodes -> {len(windows)} sequences, {sum(map(len, ys))} steps, "
-         f"{sum(lengths):,} tokens in {len(buckets)} buckets ({100 * padding_share(lengths, buckets):.1f}% padding); "
-         f"{len(val)} held-out targets")
+    buckets, held = bucketed(windows, config.batch_size * config.max_length)
+    echo(f"{kind} (transcripts): {len(train)} episodes -> {len(windows)} sequences, {sum(map(len, ys))} steps; "
+         f"{held}; {len(val)} held-out targets")
 
     def loss_fn(idx: list[int]) -> tuple[Any, int]:
         chosen = [i for k in idx for i in buckets[k]]
@@ -221,7 +219,8 @@ def train_regression_transcripts(kind: str, episodes: Sequence[Any], targets: li
 
     return train_and_save(model, tok, out, kind, config, header, len(buckets), loss_fn,
                           lambda _saved: transcript_regression_metrics(str(out), spread(val, config.val_examples), config),
-                          {"train_steps": sum(map(len, ys)), "train_sequences": len(windows), "train_tokens": sum(lengths)},
+                          {"train_steps": sum(map(len, ys)), "train_sequences": len(windows),
+                           "train_tokens": sum(map(len, windows))},
                           progress, f"train {kind} (transcripts)", stop_after,
                           fit_config=dataclasses.replace(config, batch_size=1), output="sigmoid",
                           prompt_format="transcript")

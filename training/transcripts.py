@@ -191,3 +191,11 @@ def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> f
     """The share of a padded batch's tokens that are padding, over all ``batches``."""
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     return 1 - sum(lengths) / padded if padded else 0.0
+
+
+def bucketed(windows: Sequence[EncodedEpisode], max_batch_tokens: int) -> tuple[list[list[int]], str]:
+    """``bucket`` over the windows' lengths, and a line saying what they hold (tokens, buckets, padding)."""
+    lengths = [len(w) for w in windows]
+    buckets = bucket(lengths, max_batch_tokens)
+    return buckets, (f"{sum(lengths):,} tokens in {len(buckets)} buckets "
+                     f"({100 * padding_share(lengths, buckets):.1f}% padding)")

@@ -105,25 +105,23 @@ def _train_world_transcripts(episodes: Sequence[Any], val: Sequence[Transition],
 
     from mpr.training.common import encode
     from mpr.training.policy import transcript_loss
-    from mpr.training.transcripts import bucket, encode_states, padding_share
+    from mpr.training.transcripts import bucketed, encode_states
     from mpr.worldmodel.llm import TRANSCRIPT_WORLD_RESERVE
 
     model, tok = load_model(config.base, "causal", config)
     enc = partial(encode, tok)
     windows = [w for ep in episodes for w in encode_states(ep.states(), enc, config.max_length, TRANSCRIPT_WORLD_RESERVE)]
-    lengths = [len(w) for w in windows]
-    buckets = bucket(lengths, config.batch_size * config.max_length)
+    buckets, held = bucketed(windows, config.batch_size * config.max_length)
     observed = sum(sum(w.observation_mask) for w in windows)
-    echo(f"world (transcripts): {len(episodes)} episodes -> {len(windows)} sequences, {observed:,} observation tokens "
-         f"of {sum(lengths):,} in {len(buckets)} buckets ({100 * padding_share(lengths, buckets):.1f}% padding); "
-         f"{len(val)} held-out transitions")
+    echo(f"world (transcripts): {len(episodes)} episodes -> {len(windows)} sequences, {observed:,} observation "
+         f"tokens; {held}; {len(val)} held-out transitions")
     return train_and_save(
         model, tok, out, "world", config, header, len(buckets),
         lambda idx: transcript_loss(model, [windows[i] for k in idx for i in buckets[k]], tok.pad_token_id,
                                     targets=world_targets),
         lambda _saved: evaluate_world(str(out), spread(val, config.val_examples), config, "transcript"),
         {"train_transitions": sum(len(w.turns) for w in windows), "train_sequences": len(windows),
-         "train_tokens": sum(lengths)},
+         "train_tokens": sum(map(len, windows))},
         progress, "train world (transcripts)", stop_after, fit_config=dataclasses.replace(config, batch_size=1),
         prompt_format="transcript")
 
