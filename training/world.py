@@ -66,9 +66,10 @@ def train_world(rollouts: Sequence[str], out: Path, config: TrainConfig, val_rol
             raise MprError(f"--val-rollouts shares {len(overlap)} games with --rollouts; use held-out games")
     else:
         train_eps, val_eps = split_by_game(episodes, lambda e: e.task_id, config.val_fraction)
-    train, val = world_transitions(train_eps), world_transitions(val_eps)
-    if config.prompt_format == "transcript":
+    val = world_transitions(val_eps)
+    if config.prompt_format == "transcript":  # trains on the episodes themselves, not merged transitions
         return _train_world_transcripts(train_eps, val, out, config, header, progress, echo, stop_after)
+    train = world_transitions(train_eps)
     model, tok = load_model(config.base, "causal", config)
     chat = ChatFormat.from_tokenizer(tok)
     count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
