@@ -14,7 +14,7 @@ from mpr.lm.prompts import (
     transcript_segments,
     transcript_skip,
 )
-from mpr.training.transcripts import bucket, encode_states, padding_share
+from mpr.training.transcripts import bucket, decision_mask, decision_offset, encode_states, padding_share
 
 
 def byte_ids(text: str) -> list[int]:
@@ -131,6 +131,20 @@ def test_segment_scoring_is_batch_invariant_and_matches_joined_ids(tiny_engine):
     assert flat(batched) == pytest.approx(flat(reference), abs=1e-4)
 
 
+def test_the_decision_mask_marks_each_trained_actions_first_word():
+    states = episode(3)
+    states.append(states[-1].after("take mug 1 from shelf 2", "You pick up the mug 1 from the shelf 2."))
+    (window,) = encode_states(states, byte_ids)
+    offset = decision_offset(byte_ids)
+    assert offset == len("\n> ")  # bytes: the marker, then the verb's first letter
+    mask = decision_mask(window, offset)
+    assert len(mask) == len(window)
+    assert bytes(t for t, m in zip(window.ids, mask) if m).decode() == "gggt"
+    assert all(window.action_mask[i] for i, m in enumerate(mask) if m)
+    untrained = encode_states(states, byte_ids, first_trained=2)[0]  # a replayed prefix: no decisions
+    assert bytes(t for t, m in zip(untrained.ids, decision_mask(untrained, offset)) if m).decode() == "gt"
+
+
 @pytest.mark.models
 def test_transcript_loss_is_the_action_loss_plus_the_weighted_text_loss(tiny_model_dir):
     """Checked against transformers' own label-masked loss, once on the action tokens and once on
@@ -148,19 +162,25 @@ def test_transcript_loss_is_the_action_loss_plus_the_weighted_text_loss(tiny_mod
     windows = encode_states(episode(4), encode) + encode_states(episode(2, obs_len=3), encode)
     ids, mask = pad_right([w.ids for w in windows], tok.pad_token_id)
 
-    def reference(keep) -> float:
-        labels, _ = pad_right([[t if keep(a) else IGNORE for t, a in zip(w.ids, w.action_mask)] for w in windows],
+    offset = decision_offset(encode)
+    decisions = lambda w: decision_mask(w, offset)  # noqa: E731
+
+    def reference(keep, marks=lambda w: w.action_mask) -> float:
+        labels, _ = pad_right([[t if keep(a) else IGNORE for t, a in zip(w.ids, marks(w))] for w in windows],
                               tok.pad_token_id, fill=IGNORE)
         return float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
 
     with torch.no_grad():
         action, text = reference(lambda a: a), reference(lambda a: not a)
+        verbs = reference(lambda d: d, decisions)
         alone, n = transcript_loss(model, windows, tok.pad_token_id)
         mixed, _ = transcript_loss(model, windows, tok.pad_token_id, lm_weight=0.5)
+        decided, _ = transcript_loss(model, windows, tok.pad_token_id, decision_weight=2.0, decisions=decisions)
     assert n == int(mask.sum())
     assert float(alone) == pytest.approx(action, rel=1e-4)
     assert float(mixed) == pytest.approx(action + 0.5 * text, rel=1e-4)
     assert text > 0 and float(mixed) > float(alone)
+    assert float(decided) == pytest.approx(action + 2.0 * verbs, rel=1e-4) and verbs != pytest.approx(action)
 
 
 @pytest.mark.models

@@ -149,7 +149,7 @@ def _sft_transcripts(episodes: Sequence[Any], out: Path, config: TrainConfig, he
     from functools import partial
 
     from mpr.training.common import encode
-    from mpr.training.transcripts import bucket, encode_episodes, padding_share
+    from mpr.training.transcripts import bucket, decision_mask, decision_offset, encode_episodes, padding_share
 
     train, val = split_by_game(list(episodes), lambda e: e.task_id, config.val_fraction)
     if not train:
@@ -165,10 +165,13 @@ def _sft_transcripts(episodes: Sequence[Any], out: Path, config: TrainConfig, he
          f"{len(val)} episodes held out")
     step_config = dataclasses.replace(config, batch_size=1)  # one bucket per optimizer step
     val_steps = spread(demo_steps(val), config.val_examples)
+    offset = decision_offset(partial(encode, tok))
+    decisions = lambda w: decision_mask(w, offset)
     return train_and_save(
         model, tok, out, "policy", config, header, len(buckets),
         lambda idx: transcript_loss(model, [windows[i] for k in idx for i in buckets[k]], tok.pad_token_id,
-                                    config.lm_weight),
+                                    config.lm_weight, decision_weight=config.decision_weight,
+                                    decisions=decisions),
         lambda _saved: ranking_accuracy(str(out), val_steps, config),
         {"train_examples": actions, "train_sequences": len(windows), "train_tokens": sum(lengths),
          "padding_share": padding_share(lengths, buckets)},
@@ -177,11 +180,13 @@ def _sft_transcripts(episodes: Sequence[Any], out: Path, config: TrainConfig, he
 
 
 def transcript_loss(model: Any, windows: Sequence[Any], pad: int, lm_weight: float = 0.0,
-                    targets: Callable[[Any], Sequence[bool]] | None = None) -> tuple[Any, int]:
+                    targets: Callable[[Any], Sequence[bool]] | None = None, decision_weight: float = 0.0,
+                    decisions: Callable[[Any], Sequence[bool]] | None = None) -> tuple[Any, int]:
     """Mean cross-entropy over the target tokens of a batch of encoded episodes — ``targets(w)``
     marks them, the action tokens by default — plus ``lm_weight`` times the mean over their other
-    tokens (each window's first token has no target); and the batch's tokens. ``lm_weight == 0``
-    is the target loss alone."""
+    tokens (each window's first token has no target), plus ``decision_weight`` times the mean over
+    the tokens ``decisions(w)`` marks (each action's verb, ``transcripts.decision_mask``); and the
+    batch's tokens. Both weights 0: the target loss alone."""
     import torch
 
     from mpr.training.common import pad_right
@@ -196,6 +201,13 @@ def transcript_loss(model: Any, windows: Sequence[Any], pad: int, lm_weight: flo
     if lm_weight:
         context = mask[:, 1:].bool() & ~act
         loss = loss + lm_weight * nll[context].mean()
+    if decision_weight:
+        if decisions is None:
+            raise ValueError("decision_weight needs the decisions mask")
+        dec, _ = pad_right([[int(d) for d in decisions(w)] for w in windows], 0, device=model.device)
+        picked = dec[:, 1:].bool()
+        if picked.any():
+            loss = loss + decision_weight * nll[picked].mean()
     return loss, int(mask.sum())
 
 

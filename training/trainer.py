@@ -88,6 +88,10 @@ class TrainConfig:
         not an action (the game's text and the task restated after it), added to the action loss
         (0: action tokens only). Copying the restated task and the receptacle names is the
         match-the-goal skill a from-scratch model otherwise learns from one `take` per episode.
+    decision_weight: transcript policy SFT: weight of an extra loss on each action's first word
+        token (its verb: ``take`` vs ``go`` vs ``close``), added to the action loss (0: none). The
+        action mean dilutes that one deciding token among the segment's marker, object number and
+        ``from <receptacle>``, which the verb and the observation already determine.
     prompt_format: "chat" (one row per (state, action): system prompt, history, admissible list) or
         "transcript" (policy SFT on whole episodes: one sequence per episode, loss on its action
         tokens, ``batch_size x max_length`` tokens per step in length buckets; see mpr.lm.prompts).
@@ -118,6 +122,7 @@ class TrainConfig:
     dagger_branches: int = 8
     max_games: int = 0
     lm_weight: float = 0.0
+    decision_weight: float = 0.0
     device: str = "auto"
     grad_accum: int = 1
     grad_checkpointing: bool = False
@@ -137,6 +142,7 @@ class TrainConfig:
         require(self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}")
         require(self.max_games >= 0, f"max_games must be >= 0, got {self.max_games}")
         require(self.lm_weight >= 0, f"lm_weight must be >= 0, got {self.lm_weight}")
+        require(self.decision_weight >= 0, f"decision_weight must be >= 0, got {self.decision_weight}")
         require(self.dagger_branches >= 0, f"dagger_branches must be >= 0, got {self.dagger_branches}")
         require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")

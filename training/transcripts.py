@@ -167,6 +167,30 @@ def _encode_window(final: State, skip: int, end: int, trained: set[int], encode:
     return EncodedEpisode(tuple(ids), tuple(act), tuple(obs), tuple(ends), tuple(turns))
 
 
+def decision_offset(encode: Encode) -> int:
+    """How many tokens every action segment starts with before its first word (the ``\\n> ``
+    marker, as this tokenizer splits it): the common prefix of two segments with different verbs."""
+    from mpr.lm.prompts import action_segment
+
+    a, b = encode(action_segment("look")), encode(action_segment("go to desk 1"))
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def decision_mask(window: EncodedEpisode, offset: int) -> list[bool]:
+    """``mask[i]``: token i is the first word token of a trained action — ``offset`` tokens into
+    each run of action tokens (``decision_offset``); len == len(window)."""
+    acts = window.action_mask
+    mask = [False] * len(window)
+    for i, is_action in enumerate(acts):
+        starts_run = is_action and (i == 0 or not acts[i - 1])
+        if starts_run and i + offset < len(acts) and all(acts[i:i + offset + 1]):
+            mask[i + offset] = True
+    return mask
+
+
 def _printed_tokens(segment_ids: list[int], observation: str, encode: Encode) -> int:
     """How many leading tokens of an observation segment are what the game printed (the world
     model's targets), not the task restated after it; all of them when the tokenizer merged the two."""
