@@ -108,3 +108,29 @@ def test_rollout_refuses_other_settings_in_the_same_dir(expert_rollouts):
     with pytest.raises(MprError, match="different settings"):
         rollout(RolloutConfig(policy="expert", split="train", limit=3, workers=0, epsilon=0.5, env=EnvConfig()),
                 expert_rollouts, progress=False, echo=lambda _m: None)
+
+
+@pytest.mark.games
+def test_branch_rollouts_replay_a_recorded_rollout_then_take_another_action(random_rollouts, tmp_path):
+    """--branch-from: each branch replays its source to a policy step, reaches the same state
+    (digest), takes a different action there, and records the replayed turns as its prefix."""
+    from mpr.training.rollout import rollout
+
+    from mpr.alfworld.env import EnvConfig
+
+    config = RolloutConfig(policy="random", split="train", limit=3, repeats=1, workers=0, seed=5,
+                           branch_from=str(random_rollouts), env=EnvConfig())
+    rollout(config, tmp_path / "branches", progress=False, echo=lambda _m: None)
+    sources = {}
+    for ep in load_rollouts(random_rollouts):
+        sources.setdefault(ep.task_id, []).append(ep)
+    branches = load_rollouts(tmp_path / "branches")
+    assert len(branches) == 3
+    for ep in branches:
+        src = sorted(sources[ep.task_id], key=lambda e: e.repeat)[ep.repeat % len(sources[ep.task_id])]
+        assert src.prefix <= ep.prefix < src.num_actions
+        assert [t.action for t in ep.turns[:ep.prefix]] == [t.action for t in src.turns[:ep.prefix]]
+        assert ep.states()[ep.prefix].digest() == src.states()[ep.prefix].digest()
+        assert ep.turns[ep.prefix].action != src.turns[ep.prefix].action
+    with pytest.raises(MprError, match="reset-half"):
+        RolloutConfig(branch_from=str(random_rollouts), reset_half=0.5)

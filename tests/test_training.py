@@ -399,3 +399,36 @@ def test_transcript_rft_is_dagger_with_the_prm_as_teacher(cfg, expert_rollouts, 
     with pytest.raises(MprError, match="set prompt_format to match"):
         train_policy_rft([str(random_rollouts)], str(tmp_path / "prm"), tmp_path / "pi1b",
                          dataclasses.replace(cfg, base=str(tmp_path / "pi0")), **quiet)
+
+
+def test_inverse_logits_pair_each_step_with_the_episodes_next_one():
+    """Q(s_t,a_t) − γ·Q(s_t+1,a_t+1) within a window; the episode's last step alone; a step whose
+    successor was cut into the next window has no logit."""
+    import torch
+    from mpr.training.prm import inverse_logits
+    from mpr.training.transcripts import EncodedEpisode
+
+    def window(turns):
+        return EncodedEpisode((0,) * 3, (False,) * 3, (False,) * 3, tuple(range(len(turns))), tuple(turns))
+
+    q = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])  # window A: turns 0, 1, 2 — window B: turns 3, 4
+    logits, here = inverse_logits(q, [window([0, 1, 2]), window([3, 4])], [4, 4], 0.5)
+    assert here.tolist() == [0, 1, 3, 4]  # turn 2's successor (turn 3) is in the next window
+    assert logits.tolist() == pytest.approx([1 - 0.5 * 2, 2 - 0.5 * 3, 4 - 0.5 * 5, 5])
+
+
+def test_transcript_inverse_prm_trains_on_whole_episodes_and_reports_beside_agentprm(
+        cfg, expert_rollouts, random_rollouts, tmp_path):
+    import dataclasses
+
+    from mpr.learned.scorer import PRMScorer
+
+    config = dataclasses.replace(cfg, prompt_format="transcript")
+    meta = train_inverse([str(expert_rollouts)], [str(random_rollouts)], None, None, tmp_path / "tinv", config,
+                         progress=False, echo=lambda _m: None)
+    assert meta["kind"] == "inverse-prm" and meta["output"] == "raw" and meta["prompt_format"] == "transcript"
+    m = meta["metrics"]
+    assert m["steps"] == 4 and m["train_episodes"] > 0 and m["val_steps"] > 0
+    assert "val_auc_won" in m and "val_auc_expert_q" in m  # side by side with AgentPRM's report
+    scorer = PRMScorer.from_checkpoint(str(tmp_path / "tinv"))
+    assert scorer.prompt_format == "transcript" and scorer.output == "raw"

@@ -47,7 +47,7 @@ from mpr.training.trainer import TrainConfig, check_checkpoint_dir
 from mpr.core import State
 from mpr.errors import MprError
 from mpr.learned.scorer import sigmoid
-from mpr.lm.prompts import prm_text
+from mpr.lm.prompts import TRANSCRIPT_RESERVE, prm_text
 
 OBJECTIVES = ("agentprm", "inverse")
 
@@ -136,13 +136,36 @@ def regression_metrics(model: Any, tok: Any, val: list[Target], config: TrainCon
     return regression_report(val, [sigmoid(x) for x in _values(model, tok, seqs, config.batch_size)])
 
 
+def rank_report(val: Sequence[Target], preds: Sequence[float]) -> dict[str, Any]:
+    """What only the order of predictions says: won-vs-lost AUC and same-state pair accuracy (the
+    number of such pairs beside it)."""
+    return {"val_targets": len(val), "val_auc_won": auc(preds, [t.success >= 0.5 for t in val]),
+            "val_pair_accuracy": pair_accuracy(val, preds), "val_pairs": same_state_pairs(val)}
+
+
 def regression_report(val: Sequence[Target], preds: Sequence[float]) -> dict[str, Any]:
-    """Held-out soft-BCE loss, won-vs-lost AUC and same-state pair accuracy of predictions in [0, 1]."""
+    """Held-out soft-BCE loss and ``rank_report`` of predictions in [0, 1]."""
     loss = -sum(t.value * math.log(max(p, 1e-12)) + (1 - t.value) * math.log(max(1 - p, 1e-12))
                 for t, p in zip(val, preds)) / len(val)
-    return {"val_targets": len(val), "val_loss": loss,
-            "val_auc_won": auc(preds, [t.success >= 0.5 for t in val]),
-            "val_pair_accuracy": pair_accuracy(val, preds)}
+    return {**rank_report(val, preds), "val_loss": loss}
+
+
+def same_state_pairs(targets: Sequence[Target]) -> int:
+    """Pairs of actions of the same state with different targets (what ``pair_accuracy`` counts)."""
+    by_state: dict[str, list[float]] = defaultdict(list)
+    for t in targets:
+        by_state[t.state.digest()].append(t.value)
+    return sum(abs(a - b) >= 1e-9 for vs in by_state.values() for i, a in enumerate(vs) for b in vs[i + 1:])
+
+
+def with_alternatives(targets: Sequence[Target], chosen: Sequence[Target]) -> list[Target]:
+    """``chosen`` (a spread of ``targets``) plus every other target of a state with several actions:
+    a spread alone would split most same-state pairs, leaving pair accuracy to chance."""
+    counts: dict[str, int] = defaultdict(int)
+    for t in targets:
+        counts[t.state.digest()] += 1
+    picked = {id(t) for t in chosen}
+    return list(chosen) + [t for t in targets if counts[t.state.digest()] > 1 and id(t) not in picked]
 
 
 def transcript_values(model: Any, windows: Sequence[Any], pad: int) -> Any:
@@ -172,7 +195,6 @@ def transcript_value_data(episodes: Sequence[Any], targets: Sequence[Target], en
                           max_length: int) -> tuple[list[Any], list[list[float]]]:
     """The training sequences of ``episodes`` (cut as the policy cuts, replayed prefixes context only)
     and, aligned with each one's ``action_ends``, the merged target of that (state, action)."""
-    from mpr.lm.prompts import TRANSCRIPT_RESERVE
     from mpr.training.transcripts import encode_states
 
     value = {(t.state.digest(), t.action): t.value for t in targets}
@@ -218,7 +240,8 @@ def train_regression_transcripts(kind: str, episodes: Sequence[Any], targets: li
         return transcript_value_loss(model, [windows[i] for i in chosen], [ys[i] for i in chosen], tok.pad_token_id)
 
     return train_and_save(model, tok, out, kind, config, header, len(buckets), loss_fn,
-                          lambda _saved: transcript_regression_metrics(str(out), spread(val, config.val_examples), config),
+                          lambda _saved: transcript_regression_metrics(
+                              str(out), with_alternatives(val, spread(val, config.val_examples)), config),
                           {"train_steps": sum(map(len, ys)), "train_sequences": len(windows),
                            "train_tokens": sum(map(len, windows))},
                           progress, f"train {kind} (transcripts)", stop_after,
@@ -301,9 +324,12 @@ def inverse_pairs(demos: Sequence[Any], learner: Sequence[Any], next_action: Cal
     return pairs
 
 
-def train_inverse(demos: Sequence[str], rollouts: Sequence[str], policy: Callable[[list[State]], list[str]],
-                  policy_name: str, out: Path, config: TrainConfig, progress: bool = True,
+def train_inverse(demos: Sequence[str], rollouts: Sequence[str], policy: Callable[[list[State]], list[str]] | None,
+                  policy_name: str | None, out: Path, config: TrainConfig, progress: bool = True,
                   echo: Callable[[str], None] = print, stop_after: int | None = None) -> dict[str, Any]:
+    """InversePRM. Chat format: (s, a, s′, a′) rows, a′ at expert next states from ``policy``.
+    Transcript format: whole episodes (the won demonstrations vs the learner's rollouts), a′ the
+    episode's own next action (``train_inverse_transcripts``); ``policy`` is not used."""
     import torch
 
     header = {"stage": "prm", "objective": "inverse", "demos": [str(Path(d).resolve()) for d in demos],
@@ -311,6 +337,13 @@ def train_inverse(demos: Sequence[str], rollouts: Sequence[str], policy: Callabl
     done = finished(out, "inverse-prm", header, config, echo)
     if done:
         return done
+    if config.prompt_format == "transcript":
+        learner = load_rollouts(*rollouts)
+        expert = [ep for ep in load_rollouts(*demos) if ep.won]
+        return train_inverse_transcripts(expert, learner, out, config, header, mc_targets(learner, config.gamma),
+                                         progress, echo, stop_after)
+    if policy is None:
+        raise MprError("InversePRM on chat rows needs --policy (it draws a' at the expert's next states)")
     pairs = inverse_pairs(load_rollouts(*demos), load_rollouts(*rollouts), policy)
     train, val = split_by_game(pairs, lambda p: p.state.task_id, config.val_fraction)
     if not any(p.label for p in train) or all(p.label for p in train):
@@ -331,6 +364,97 @@ def train_inverse(demos: Sequence[str], rollouts: Sequence[str], policy: Callabl
     return train_and_save(model, tok, out, "inverse-prm", config, header, len(train), loss_fn,
                           lambda saved: inverse_metrics(saved, tok, spread(val, config.val_examples), config),
                           {"train_pairs": len(train)}, progress, "train inverse-prm", stop_after, output="raw")
+
+
+def inverse_logits(q: Any, windows: Sequence[Any], last_turns: Sequence[int], gamma: float) -> tuple[Any, Any]:
+    """The InversePRM classifier logits of whole episodes: ``q`` holds Q at every trained action
+    (``transcript_values`` order); step t of a window gets Q(s_t, a_t) − γ·Q(s_{t+1}, a_{t+1}) with
+    a_{t+1} the episode's own next action, the episode's last step Q(s_t, a_t) alone. A step whose
+    successor lies in the next window (a cut) has no logit. ``last_turns[i]``: the index of the
+    last turn of window i's episode. Returns (logits, index into ``q`` of each logit's step)."""
+    import torch
+
+    logit_rows, k = [], 0
+    for w, last in zip(windows, last_turns):
+        for j, t in enumerate(w.turns):
+            if t == last:
+                logit_rows.append((k + j, None))
+            elif j + 1 < len(w.turns) and w.turns[j + 1] == t + 1:
+                logit_rows.append((k + j, k + j + 1))
+        k += len(w.turns)
+    here = torch.tensor([a for a, _ in logit_rows], dtype=torch.long, device=q.device)
+    nxt = torch.tensor([b if b is not None else a for a, b in logit_rows], dtype=torch.long, device=q.device)
+    has_next = torch.tensor([b is not None for _, b in logit_rows], dtype=q.dtype, device=q.device)
+    return q[here] - gamma * q[nxt] * has_next, here
+
+
+def train_inverse_transcripts(demos: Sequence[Any], learner: Sequence[Any], out: Path, config: TrainConfig,
+                              header: dict[str, Any], targets: list[Target], progress: bool,
+                              echo: Callable[[str], None], stop_after: int | None = None) -> dict[str, Any]:
+    """InversePRM on whole episodes: the expert's episodes labelled 1, the learner's 0, every step's
+    logit from one forward pass per episode (``inverse_logits``). Held out: the expert-vs-learner
+    AUC on the held-out games' steps, and — beside AgentPRM on the same games — the won-vs-lost AUC
+    of Q(s, a) on the learner's held-out Monte-Carlo ``targets``, scored as planners score."""
+    import dataclasses
+    from functools import partial
+
+    import torch
+
+    from mpr.training.transcripts import bucketed, encode_states
+
+    key = lambda e: e.task_id  # noqa: E731
+    labelled = [(ep, 1.0) for ep in demos] + [(ep, 0.0) for ep in learner]
+    train, held_out = split_by_game(labelled, lambda x: key(x[0]), config.val_fraction)
+    if not any(y for _, y in train) or all(y for _, y in train):
+        raise MprError("InversePRM needs both expert (--demos) and learner (--rollouts) episodes")
+    model, tok = load_model(config.base, "value", config)
+    windows, lasts, labels = [], [], []
+    for ep, y in train:
+        for w in encode_states(ep.states(), partial(encode, tok), config.max_length, TRANSCRIPT_RESERVE,
+                               first_trained=ep.prefix):
+            windows.append(w)
+            lasts.append(ep.num_actions - 1)
+            labels.append(y)
+    buckets, held = bucketed(windows, config.batch_size * config.max_length)
+    echo(f"inverse-prm (transcripts): {len(train)} episodes ({sum(y for _, y in train):.0f} expert) -> "
+         f"{len(windows)} sequences; {held}; {len(held_out)} held-out episodes")
+
+    def loss_fn(idx: list[int]) -> tuple[Any, int]:
+        chosen = [i for k in idx for i in buckets[k]]
+        ws = [windows[i] for i in chosen]
+        q = transcript_values(model, ws, tok.pad_token_id)
+        logits, here = inverse_logits(q, ws, [lasts[i] for i in chosen], config.gamma)
+        step_labels = torch.tensor([labels[i] for i in chosen for _ in windows[i].turns], device=q.device)
+        return (torch.nn.functional.binary_cross_entropy_with_logits(logits, step_labels[here]),
+                sum(len(w) for w in ws))
+
+    val_games = {key(ep) for ep, _ in held_out}
+    val_targets = [t for t in targets if t.state.task_id in val_games]
+    return train_and_save(model, tok, out, "inverse-prm", config, header, len(buckets), loss_fn,
+                          lambda _saved: inverse_transcript_metrics(str(out), held_out, val_targets, config),
+                          {"train_episodes": len(train), "train_sequences": len(windows)},
+                          progress, "train inverse-prm (transcripts)", stop_after,
+                          fit_config=dataclasses.replace(config, batch_size=1), output="raw",
+                          prompt_format="transcript")
+
+
+def inverse_transcript_metrics(model_dir: str, held_out: Sequence[tuple[Any, float]], targets: list[Target],
+                               config: TrainConfig) -> dict[str, Any]:
+    """Expert-vs-learner AUC of Q(s, a) on held-out steps, and the won-vs-lost report on ``targets``."""
+    from mpr.compose import training_engine
+    from mpr.learned.scorer import PRMScorer
+
+    scorer = PRMScorer(training_engine(model_dir, config), "raw", prompt_format="transcript")
+    steps = [(st, y) for ep, y in held_out for st in transitions(ep) if st.t >= ep.prefix]
+    steps = spread(steps, config.val_examples)
+    out: dict[str, Any] = {"val_steps": len(steps)}
+    if steps:
+        q = scorer.score([st.state for st, _ in steps], [st.action for st, _ in steps])
+        out["val_auc_expert_q"] = auc(q, [y > 0 for _, y in steps])
+    if targets:
+        val = with_alternatives(targets, spread(targets, config.val_examples))
+        out.update(rank_report(val, scorer.score([t.state for t in val], [t.action for t in val])))
+    return out
 
 
 def inverse_metrics(model: Any, tok: Any, val: list[Pair], config: TrainConfig) -> dict[str, Any]:

@@ -19,6 +19,12 @@ Exploration options (the seed paper's):
   probability per state.
 * ``epsilon`` — with this probability per state, a uniformly random admissible action
   (useful to get failures out of reference policies such as the expert).
+* ``branch_from`` — branch rollouts: rollout k of a game replays a recorded rollout of it (from
+  that directory) up to a seeded random step t of the policy's own, takes there one of the policy's
+  proposals other than the recorded action, and goes on with the policy. Merged with the source,
+  state s_t then has Monte-Carlo returns for two actions: the same-state alternatives a PRM needs
+  to rank a state's actions (its held-out pair accuracy), not only states. The replayed turns are
+  recorded as ``prefix`` (the branch action is the policy's).
 
 Expert demonstrations use the same format: ``--policy walkthrough`` (the games' stored
 solutions) or ``--policy expert`` (ALFWorld's handcoded expert).
@@ -71,6 +77,7 @@ class RolloutConfig:
     reset_half: float = 0.0
     steer_prob: float = 0.0
     expert_labels: bool = False  # record the handcoded expert's action in every state (DAgger labels)
+    branch_from: str | None = None  # a rollouts dir whose episodes these rollouts branch off (see above)
     seed: int = 0
     workers: int = 2
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -88,6 +95,8 @@ class RolloutConfig:
             v = getattr(self, name)
             require(0 <= v <= 1, f"{name} must be in [0, 1], got {v}")
         require(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        require(self.branch_from is None or self.reset_half == 0,
+                "--branch-from replays recorded rollouts; it does not combine with --reset-half")
 
     @property
     def is_llm(self) -> bool:
@@ -98,6 +107,10 @@ class RolloutConfig:
         header = {k: v for k, v in to_dict(self).items() if k not in ("workers", "env", "model", "executor")}
         if not self.expert_labels:
             del header["expert_labels"]  # records made before the flag existed resume unchanged
+        if self.branch_from is None:
+            del header["branch_from"]
+        else:
+            header["branch_from"] = str(Path(self.branch_from).resolve())
         header["max_actions"] = self.env.max_actions
         if self.is_llm:
             header["model"] = self.model.model
@@ -117,6 +130,24 @@ def _rng(*parts: Any) -> random.Random:
     return random.Random(zlib.crc32(":".join(map(str, parts)).encode()))
 
 
+BRANCH_PROPOSALS = 8
+"""Proposals a branch rollout draws at its branch state, the first unlike the recorded action taken."""
+
+
+def branch_point(config: RolloutConfig, source: EpisodeResult, repeat: int) -> int:
+    """The step a branch rollout leaves ``source`` at: seeded, uniform over the policy's own turns."""
+    return _rng("branch", config.seed, source.key, repeat).randint(source.prefix, source.num_actions - 1)
+
+
+def branch_sources(path: str | Path) -> dict[str, list[EpisodeResult]]:
+    """The episodes of rollouts dir ``path`` that have a turn of the policy's own, by game, by repeat."""
+    out: dict[str, list[EpisodeResult]] = {}
+    for ep in sorted(load_rollouts(path), key=lambda e: e.repeat):
+        if ep.num_actions > ep.prefix:
+            out.setdefault(ep.task_id, []).append(ep)
+    return out
+
+
 def reset_prefix(config: RolloutConfig, task_id: str, repeat: int, walkthrough_len: int) -> int:
     """How many walkthrough commands rollout ``repeat`` of ``task_id`` replays first (0: from the start)."""
     if config.reset_half <= 0 or walkthrough_len < 2:
@@ -134,23 +165,45 @@ class RolloutPlanner:
     """
 
     def __init__(self, policy: Policy, prefixes: dict[str, int], walkthroughs: dict[str, list[str]],
-                 epsilon: float = 0.0, seed: int = 0):
+                 epsilon: float = 0.0, seed: int = 0, avoid: dict[str, str] | None = None):
         self.policy, self.prefixes, self.walkthroughs = policy, prefixes, walkthroughs
         self.epsilon, self.seed = epsilon, seed
+        self.avoid = avoid or {}  # branch rollouts: the recorded action not to take right after the prefix
         self.random_actions = 0
+        self.branch_fallbacks = 0
 
     def __call__(self, roots: Sequence[State]) -> list[PlanResult]:
         actions: list[str | None] = [None] * len(roots)
-        own = []
+        own, branching = [], []
         for i, s in enumerate(roots):
-            if s.num_actions < self.prefixes.get(s.task_id, 0):
+            prefix = self.prefixes.get(s.task_id, 0)
+            if s.num_actions < prefix:
                 actions[i] = self.walkthroughs[s.task_id][s.num_actions]
+            elif s.num_actions == prefix and s.task_id in self.avoid:
+                branching.append(i)
             else:
                 own.append(i)
         if own:
             for i, (a, *_rest) in zip(own, self.policy.propose([roots[i] for i in own], 1)):
                 actions[i] = self._explore(roots[i]) or a
+        if branching:
+            proposals = self.policy.propose([roots[i] for i in branching], BRANCH_PROPOSALS)
+            for i, props in zip(branching, proposals):
+                actions[i] = self._branch_action(roots[i], props)
         return [PlanResult(a) for a in actions]  # type: ignore[arg-type]
+
+    def _branch_action(self, state: State, proposals: Sequence[str]) -> str:
+        """The first proposal other than the recorded action; when the policy proposes nothing else,
+        a seeded uniform pick among the other admissible actions (counted in ``branch_fallbacks``)."""
+        avoided = self.avoid[state.task_id]
+        for a in proposals:
+            if a != avoided:
+                return a
+        others = [a for a in state.admissible if a != avoided]
+        self.branch_fallbacks += 1
+        if not others:
+            return avoided
+        return _rng("branch-fallback", self.seed, state.digest()).choice(others)
 
     def _explore(self, state: State) -> str | None:
         if self.epsilon <= 0 or not state.admissible:
@@ -172,7 +225,12 @@ def rollout(config: RolloutConfig, out: str | Path, progress: bool = True,
     legacy = [has_mpr_header(RECORDS)]
     if check_dir(out, "rollouts", legacy=legacy) and (out / RECORDS).exists():
         check_resumable(out / RECORDS, config.record_header(), "--out")
-    tasks = list_tasks(config.split, config.env.data_dir, config.task_type, config.limit)
+    tasks = list_tasks(config.split, config.env.data_dir, config.task_type, None if config.branch_from else config.limit)
+    if config.branch_from:
+        sources = branch_sources(config.branch_from)
+        tasks = [t for t in tasks if t.id in sources][:config.limit]
+        if not tasks:
+            raise MprError(f"--branch-from {config.branch_from}: no rollout of a {config.split} game to branch off")
     out = claim_dir(out, "rollouts", legacy=legacy)
     store = EpisodeStore(out / RECORDS, config.record_header())
     atomic_write_text(out / "config.json", json.dumps(to_dict(config), indent=2))
@@ -218,14 +276,24 @@ class RolloutJob:
 
     def play(self, engine: Any, env: Env, items: Sequence[WorkItem]) -> Iterator[EpisodeResult]:
         config = self.config
+        sources = branch_sources(config.branch_from) if config.branch_from else {}
         for k in sorted({it.repeat for it in items}):
             batch = [it.task for it in items if it.repeat == k]
-            walkthroughs = {t.id: load_walkthrough(t) for t in batch} if config.reset_half > 0 else {}
-            prefixes = {t.id: reset_prefix(config, t.id, k, len(walkthroughs.get(t.id, ()))) for t in batch}
+            avoid: dict[str, str] = {}
+            if sources:
+                walkthroughs, prefixes = {}, {}
+                for t in batch:
+                    src = sources[t.id][k % len(sources[t.id])]
+                    step = branch_point(config, src, k)
+                    walkthroughs[t.id] = [turn.action for turn in src.turns[:step]]
+                    prefixes[t.id], avoid[t.id] = step, src.turns[step].action
+            else:
+                walkthroughs = {t.id: load_walkthrough(t) for t in batch} if config.reset_half > 0 else {}
+                prefixes = {t.id: reset_prefix(config, t.id, k, len(walkthroughs.get(t.id, ()))) for t in batch}
             policy = rollout_policy(config.policy, config.seed + k, config.env.data_dir, engine, config.temperature,
                                     config.steer_prob)
             planner = RolloutPlanner(policy, prefixes, walkthroughs,
-                                     config.epsilon, config.seed + k)
+                                     config.epsilon, config.seed + k, avoid)
             for result in iter_episodes(env, planner, batch, seed=config.seed + k, record_admissible=True):
                 prefix = min(prefixes.get(result.task_id, 0), result.num_actions)
                 yield dataclasses.replace(result, repeat=k, prefix=prefix)

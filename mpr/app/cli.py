@@ -331,6 +331,9 @@ def engine_options(fn: Any) -> Any:
               help="Fraction of rollouts started from a walkthrough state (reset-50-50: 0.5).")
 @click.option("--steer-prob", type=float, default=0.0, show_default=True,
               help="LLM policies: probability of the exploration prompt per step (steered exploration).")
+@click.option("--branch-from", type=click.Path(), default=None,
+              help="A rollouts dir: replay its episode of each game to a random step of the policy's, take "
+                   "another proposal there, go on with the policy (same-state alternatives for a PRM).")
 @click.option("--expert-labels", is_flag=True,
               help="Record ALFWorld's handcoded expert's action in every state the policy visits "
                    "(DAgger: `mpr train policy --sft` trains toward them).")
@@ -343,8 +346,8 @@ def engine_options(fn: Any) -> Any:
 @engine_options
 @executor_options
 def rollout_cmd(policy: str, split: str, limit: int | None, task_type: str | None, repeats: int,
-                temperature: float, epsilon: float, reset_half: float, steer_prob: float, expert_labels: bool,
-                seed: int, workers: int, max_actions: int, data_dir: str | None, out: str, no_progress: bool,
+                temperature: float, epsilon: float, reset_half: float, steer_prob: float, branch_from: str | None,
+                expert_labels: bool, seed: int, workers: int, max_actions: int, data_dir: str | None, out: str, no_progress: bool,
                 backend: str, dtype: str, threads: int, batch_size: int, **executor_flags: Any) -> None:
     """Roll out a policy K times per game and record every transition (append-only, resumable)."""
     from mpr.alfworld.env import EnvConfig
@@ -353,7 +356,7 @@ def rollout_cmd(policy: str, split: str, limit: int | None, task_type: str | Non
 
     config = RolloutConfig(policy=policy, split=split, limit=limit, task_type=task_type, repeats=repeats,
                            temperature=temperature, epsilon=epsilon, reset_half=reset_half, steer_prob=steer_prob,
-                           expert_labels=expert_labels, seed=seed, workers=workers,
+                           branch_from=branch_from, expert_labels=expert_labels, seed=seed, workers=workers,
                            env=EnvConfig(data_dir=data_dir, max_actions=max_actions),
                            model=EngineConfig(backend=backend, dtype=dtype, threads=threads, batch_size=batch_size),
                            executor=_executor_config(**executor_flags))
@@ -435,13 +438,14 @@ def train_prm(rollouts: tuple[str, ...], objective: str, demos: tuple[str, ...],
 
         meta = train_agentprm(rollouts, Path(out), config, shaping_ref, not no_progress, click.echo)
     else:
-        if not demos or not policy_name:
+        transcripts = config.prompt_format == "transcript"  # a' is the episode's own next action
+        if not demos or not (policy_name or transcripts):
             raise MprError("--objective inverse needs --demos (expert rollouts) and --policy (the current policy)")
         from mpr.compose import next_action_policy
         from mpr.training.prm import train_inverse
 
-        meta = train_inverse(demos, rollouts, next_action_policy(policy_name, config), policy_name, Path(out),
-                             config, not no_progress, click.echo)
+        policy = next_action_policy(policy_name, config) if policy_name and not transcripts else None
+        meta = train_inverse(demos, rollouts, policy, policy_name, Path(out), config, not no_progress, click.echo)
     _report(meta)
 
 
