@@ -69,6 +69,18 @@ def resolve_policy_ckpt(agent: str, policy_ckpt: str | None) -> str | None:
     return str(shipped)
 
 
+def shipped_default(path: str | None, kind: str) -> str | None:
+    """``path``, else the default ``kind`` ("prm", "world") shipped in the package when there is one
+    (``mpr models ship --kind``), else None (the planners' zero-shot judge / world model)."""
+    from mpr.lm.checkpoints import META_FILE
+    from mpr.lm.weights import shipped_model_dir
+
+    if path is not None:
+        return path
+    shipped = shipped_model_dir(kind)
+    return str(shipped) if (shipped / META_FILE).is_file() else None
+
+
 def check_agent(agent: str, prm: str | None = None) -> None:
     require(agent in AGENTS, f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS + PLANNERS)}")
     require(agent != "prm" or prm is not None, "--agent prm needs --prm CKPT (a trained PRM)")

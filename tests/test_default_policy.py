@@ -48,6 +48,24 @@ def test_no_agent_means_the_policy_and_the_shipped_checkpoint(tmp_path, monkeypa
     assert resolve_policy_ckpt("policy", None) == str(tmp_path / "policy")
 
 
+def test_planners_of_the_default_agent_use_the_shipped_prm_and_world_model(tmp_path, monkeypatch):
+    from mpr.lm import weights
+    from mpr.run.evaluation import EvalConfig
+
+    monkeypatch.setattr(weights, "SHIPPED_DIR", tmp_path)
+    beam = PlannerConfig(name="beam")
+    assert (EvalConfig(agent=None, planner=beam).prm, EvalConfig(agent=None, planner=beam).world) == (None, None)
+    for kind in ("policy", "prm", "world"):
+        (tmp_path / kind).mkdir()
+        (tmp_path / kind / "mpr-checkpoint.json").write_text(json.dumps({"kind": kind}))
+    c = EvalConfig(agent=None, planner=beam)
+    assert (c.prm, c.world) == (str(tmp_path / "prm"), str(tmp_path / "world"))
+    assert EvalConfig(agent=None, planner=beam, prm="/my/prm").prm == "/my/prm"  # a flag wins
+    assert EvalConfig(agent=None, planner=PlannerConfig(name="best-of-n")).world is None  # BoN never simulates
+    assert EvalConfig(agent=None).prm is None  # greedy scores nothing
+    assert EvalConfig(agent="llm", planner=beam).prm is None  # the base model keeps its zero-shot judge
+
+
 @pytest.mark.models
 def test_a_shipped_checkpoint_is_fp16_keeps_its_metadata_and_scores_like_the_trained_one(tiny_chain, tmp_path):
     from safetensors import safe_open

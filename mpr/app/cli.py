@@ -579,15 +579,17 @@ def models_prepare(tiny: bool) -> None:
 
 @models.command("ship")
 @click.argument("checkpoint", type=click.Path())
-@click.option("--kind", type=click.Choice(["policy"]), default="policy", show_default=True,
-              help="Which shipped default it replaces.")
+@click.option("--kind", type=click.Choice(["policy", "prm", "world"]), default="policy", show_default=True,
+              help="Which shipped default it replaces (prm and world: what planners use with the default π₀).")
 @click.option("--command", "recipe", default=None, help="The command that trained it (kept in its metadata).")
 def models_ship(checkpoint: str, kind: str, recipe: str | None) -> None:
     """Make a trained checkpoint the default shipped in the package (fp16 safetensors + metadata)."""
     from mpr.lm.checkpoints import load_checkpoint, ship_checkpoint
     from mpr.lm.weights import shipped_model_dir
 
-    load_checkpoint(checkpoint, kind, flag="CHECKPOINT")
+    from mpr.lm.checkpoints import SCORER_KINDS
+
+    load_checkpoint(checkpoint, *(SCORER_KINDS if kind == "prm" else (kind,)), flag="CHECKPOINT")
     shipped = ship_checkpoint(checkpoint, shipped_model_dir(kind), command=recipe)
     size = sum(f.stat().st_size for f in shipped.path.iterdir()) / 1e6
     click.echo(f"shipped {checkpoint} as the default {kind} at {shipped.path} ({size:.1f} MB)")

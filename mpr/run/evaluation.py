@@ -29,6 +29,7 @@ from mpr.compose import (
     counters,
     prompt_format_of,
     resolve_policy_ckpt,
+    shipped_default,
     split_agent,
 )
 from mpr.config import require, to_dict
@@ -37,7 +38,7 @@ from mpr.errors import MprError
 from mpr.learned.policy import PolicyConfig
 from mpr.lm.engine import EngineConfig
 from mpr.owned import atomic_write_text, check_own_file, check_writable_file, claim_dir
-from mpr.planners.config import NEEDS_WORLD, PlannerConfig
+from mpr.planners.config import NEEDS_SCORER, NEEDS_WORLD, PlannerConfig
 from mpr.run.episodes import (
     EpisodeResult,
     EpisodeStore,
@@ -76,6 +77,11 @@ class EvalConfig:
         agent, planner = split_agent(self.agent, self.policy_ckpt, self.planner)
         object.__setattr__(self, "agent", agent)
         object.__setattr__(self, "planner", planner)
+        if agent == "policy" and planner.name in NEEDS_SCORER:
+            # the learned agent plans with the shipped PRM and world model unless told otherwise
+            object.__setattr__(self, "prm", shipped_default(self.prm, "prm"))
+            if planner.name in NEEDS_WORLD and planner.world != "oracle":
+                object.__setattr__(self, "world", shipped_default(self.world, "world"))
         check_agent(self.agent, self.prm)
         require(self.split in SPLITS, f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
         require(
