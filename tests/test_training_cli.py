@@ -59,10 +59,12 @@ def test_train_all_runs_every_stage_once_and_resumes_as_a_no_op(games_root, tmp_
     args = ("train", "all", "--preset", "tiny", "--demos-limit", 2, "--workers", 0, "--set", "max_steps=2",
             "--out", out, "--no-progress")
     first = mpr(*args).stdout
-    for k, stage in enumerate(("demos", "pi0", "rollouts", "prm", "world"), 1):
-        assert f"[{k}/5] {stage}:" in first
+    stages = ["demos", "pi0", "rollouts", "branches", "prm", "world"]
+    for k, stage in enumerate(stages, 1):
+        assert f"[{k}/6] {stage}:" in first
     record = json.loads((out / "chain.json").read_text())
-    assert list(record["stages"]) == ["demos", "pi0", "rollouts", "prm", "world"]
+    assert list(record["stages"]) == stages
+    assert 0 < record["stages"]["branches"]["result"]["episodes"] <= 4  # one branch per rolled-out game
     assert record["stages"]["demos"]["result"]["episodes"] == 2 and record["stages"]["pi0"]["result"]["steps"] == 2
     for name, kind in (("pi0", "policy"), ("prm", "prm"), ("world", "world")):
         assert json.loads((out / name / "mpr-checkpoint.json").read_text())["kind"] == kind

@@ -7,8 +7,12 @@ episode by episode, training stages from their last saved step):
 2. ``pi0``: the policy's SFT on the demonstrations (the preset's ``policy`` section);
 3. ``rollouts``: π₀ on the train split (the preset's ``rollout`` section: games, repeats,
    temperature, reset-50-50 share);
-4. ``prm``: AgentPRM on π₀'s rollouts (Monte-Carlo targets; the ``prm`` section);
-5. ``world``: the world model on the demonstrations and the rollouts (the ``world`` section).
+4. ``branches``: ``branches`` rollouts per game that replay one of π₀'s rollouts to a random step
+   and take another of its proposals there (``training.rollout``, ``branch_from``): the same-state
+   alternatives AgentPRM needs to rank a state's actions (skipped when the section says 0);
+5. ``prm``: AgentPRM on π₀'s rollouts and branches (Monte-Carlo targets; the ``prm`` section);
+6. ``world``: the world model on π₀'s rollouts (the ``world`` section): the states planners
+   simulate from are the policy's, and its transitions are what the model must predict.
 
 A stage whose ``base`` is ``pi0`` starts from the chain's π₀ (the PRM and the world model then
 start from a model that already reads the transcripts).
@@ -34,7 +38,7 @@ from mpr.alfworld.env import EnvConfig
 from mpr.config import require, to_dict
 from mpr.owned import atomic_write_text, claim_dir
 
-STAGES = ("demos", "pi0", "rollouts", "prm", "world")
+STAGES = ("demos", "pi0", "rollouts", "branches", "prm", "world")
 RECORD = "chain.json"
 
 
@@ -72,7 +76,8 @@ def train_all(config: ChainConfig, out: Path, progress: bool = True, echo: Calla
     defaults = rollout_defaults(config.preset)
     out = claim_dir(out, "chain", legacy=[lambda d: (d / "demos" / RECORDS).is_file()])
     record = _read_record(out, config)
-    demos, rollouts = out / "demos", out / "rollouts"
+    demos, rollouts, branches = out / "demos", out / "rollouts", out / "branches"
+    prm_data = [str(rollouts)] + ([str(branches)] if defaults.branches else [])
     runs: dict[str, Callable[[], dict[str, Any]]] = {
         "demos": lambda: rollout(RolloutConfig(policy="expert", split="train", limit=config.demos_limit,
                                                workers=config.workers, seed=config.seed, env=EnvConfig()),
@@ -83,8 +88,13 @@ def train_all(config: ChainConfig, out: Path, progress: bool = True, echo: Calla
                                                   reset_half=defaults.reset_half, seed=config.seed,
                                                   workers=config.workers, env=EnvConfig()),
                                     rollouts, progress, echo),
-        "prm": lambda: train_agentprm([str(rollouts)], out / "prm", configs["prm"], None, progress, echo),
-        "world": lambda: train_world([str(demos), str(rollouts)], out / "world", configs["world"], (), progress, echo),
+        "branches": lambda: rollout(RolloutConfig(policy=str(out / "pi0"), split="train", limit=defaults.limit,
+                                                  repeats=defaults.branches, temperature=defaults.temperature,
+                                                  branch_from=str(rollouts), seed=config.seed,
+                                                  workers=config.workers, env=EnvConfig()),
+                                    branches, progress, echo) if defaults.branches else {"skipped": True},
+        "prm": lambda: train_agentprm(prm_data, out / "prm", configs["prm"], None, progress, echo),
+        "world": lambda: train_world([str(rollouts)], out / "world", configs["world"], (), progress, echo),
     }
     for k, stage in enumerate(STAGES, 1):
         echo(f"[{k}/{len(STAGES)}] {stage}: {_what(stage, out)}")
@@ -102,7 +112,8 @@ def train_all(config: ChainConfig, out: Path, progress: bool = True, echo: Calla
 def _what(stage: str, out: Path) -> str:
     return {"demos": "handcoded-expert demonstrations of the train split",
             "pi0": "π₀, SFT on the demonstrations", "rollouts": "π₀ on the train split",
-            "prm": "AgentPRM on π₀'s rollouts", "world": "world model on demonstrations + rollouts"}[stage] + \
+            "branches": "π₀ branching off its rollouts (same-state alternatives)",
+            "prm": "AgentPRM on π₀'s rollouts and branches", "world": "world model on π₀'s rollouts"}[stage] + \
         f" -> {out / stage}"
 
 

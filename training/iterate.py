@@ -30,6 +30,10 @@ class RolloutDefaults:
     repeats: int = 4
     temperature: float = 1.0
     reset_half: float = 0.5  # `mpr train all` (`mpr train iterate` takes --reset-half)
+    branches: int = 0  # `mpr train all`: branch rollouts per game off π₀'s rollouts (0: none; training.rollout)
+
+    def __post_init__(self) -> None:
+        require(self.branches >= 0, f"rollout branches must be >= 0, got {self.branches}")
 
 
 @dataclass(frozen=True)
