@@ -69,6 +69,20 @@ def resolve_policy_ckpt(agent: str, policy_ckpt: str | None) -> str | None:
     return str(shipped)
 
 
+POLICY_MODES = ("auto", "score", "score-sample", "sample")
+"""``--policy-mode``: a ``PolicyConfig.mode``, or auto (``candidate_mode``)."""
+
+
+def candidate_mode(planner: str, mode: str = "auto") -> str:
+    """The policy mode a planner's candidates come from: ``mode`` unless it is "auto", which means
+    draws (score-sample) for best-of-n — Best-of-N is N samples from the policy; the top N of a
+    ranking would be N ``go to``s whenever going anywhere is likelier than taking (prefix ranking)
+    — and the ranking (score) for greedy, beam and MCTS, which expand the policy's top actions."""
+    if mode != "auto":
+        return mode
+    return "score-sample" if planner == "best-of-n" else "score"
+
+
 def shipped_default(path: str | None, kind: str) -> str | None:
     """``path``, else the default ``kind`` ("prm", "world") shipped in the package when there is one
     (``mpr models ship --kind``), else None (the planners' zero-shot judge / world model)."""

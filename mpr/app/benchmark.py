@@ -186,6 +186,8 @@ def build_tiny_models(config: BenchConfig, out: Path, echo: Callable[[str], None
 def arm_eval_config(config: BenchConfig, models: ModelsConfig, arm: ArmConfig | str, executor: Any = None) -> Any:
     """The EvalConfig of one arm (a baseline name or an ArmConfig)."""
     from mpr.alfworld.env import EnvConfig
+    from mpr.compose import candidate_mode
+    from mpr.learned.policy import PolicyConfig
     from mpr.lm.engine import EngineConfig
     from mpr.planners.config import PlannerConfig, with_overrides
     from mpr.run.evaluation import EvalConfig
@@ -198,8 +200,9 @@ def arm_eval_config(config: BenchConfig, models: ModelsConfig, arm: ArmConfig | 
     if isinstance(arm, str):
         return EvalConfig(agent=arm, env=EnvConfig(max_actions=config.max_actions, expert=arm == "expert"), **common)
     planner = with_overrides(PlannerConfig(name=arm.planner), **arm.planner_settings())
+    policy = PolicyConfig(mode=candidate_mode(arm.planner))  # Best-of-N draws its N candidates
     return EvalConfig(agent="policy", policy_ckpt=models.policy, prm=models.prm, world=models.world, planner=planner,
-                      env=EnvConfig(max_actions=config.max_actions, expert=False), **common)
+                      policy=policy, env=EnvConfig(max_actions=config.max_actions, expert=False), **common)
 
 
 def select_arms(config: BenchConfig, only: Sequence[str] | None) -> list[tuple[str, ArmConfig | str]]:

@@ -112,9 +112,10 @@ def model_options(fn: Any) -> Any:
     options = [
         click.option("--model", default="default", show_default=True,
                      help="default (SmolLM2-135M-Instruct), tiny, a local HF model dir, or a hub id."),
-        click.option("--policy-mode", type=click.Choice(["score", "score-sample", "sample"]), default="score",
+        click.option("--policy-mode", type=click.Choice(["auto", "score", "score-sample", "sample"]), default="auto",
                      show_default=True, help="score: rank admissible actions by log-prob (top-N); score-sample: "
-                     "draw from softmax(log-prob/T); sample: generate and parse REASON/ACTION."),
+                     "draw from softmax(log-prob/T); sample: generate and parse REASON/ACTION; auto: "
+                     "score-sample for best-of-n (N draws), score otherwise."),
         click.option("--rank-by", type=click.Choice(["auto", "action", "prefix"]), default="auto",
                      show_default=True,
                      help="score mode: order admissible actions by their own log-prob (action) or word by "
@@ -165,14 +166,16 @@ def _planner_config(planner: str, oracle_world: bool, no_cache: bool, **flags: A
     return with_overrides(config, **{k: flags[k] for k in _PLANNER_FLAGS})
 
 
-def _model_configs(model: str, policy_mode: str, rank_by: str, backend: str, dtype: str, threads: int,
-                   batch_size: int,
-                   **_other_flags: Any) -> Any:
+def _model_configs(agent: str | None, model: str, policy_mode: str, rank_by: str, backend: str, dtype: str,
+                   threads: int, batch_size: int, planner: str, **_other_flags: Any) -> Any:
+    from mpr.compose import candidate_mode
     from mpr.learned.policy import PolicyConfig
     from mpr.lm.engine import EngineConfig
+    from mpr.planners.config import PLANNERS
 
+    planner_name = agent if agent in PLANNERS else planner  # `--agent best-of-n` is `--planner best-of-n`
     return (EngineConfig(model=model, backend=backend, dtype=dtype, threads=threads, batch_size=batch_size),
-            PolicyConfig(mode=policy_mode, rank_by=rank_by))
+            PolicyConfig(mode=candidate_mode(planner_name, policy_mode), rank_by=rank_by))
 
 
 def executor_options(fn: Any) -> Any:
@@ -230,7 +233,7 @@ def eval_cmd(agent: str, split: str, limit: int | None, task_type: str | None, o
     from mpr.run.evaluation import EvalConfig, evaluate
 
     executor = _pop_executor(model_flags)
-    engine, policy = _model_configs(**model_flags)
+    engine, policy = _model_configs(agent, **model_flags)
     config = EvalConfig(agent=agent, split=split, limit=limit, task_type=task_type, seed=seed, workers=workers,
                         env=EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=_uses_expert(agent, model_flags)),
                         model=engine, policy=policy, policy_ckpt=model_flags["policy_ckpt"], prm=model_flags["prm"],
@@ -254,7 +257,7 @@ def plan_cmd(task: str, agent: str, seed: int, max_actions: int, data_dir: str |
     from mpr.alfworld.env import EnvConfig
     from mpr.run.evaluation import EvalConfig, play
 
-    engine, policy = _model_configs(**model_flags)
+    engine, policy = _model_configs(agent, **model_flags)
     env = EnvConfig(data_dir=data_dir, max_actions=max_actions, expert=_uses_expert(agent, model_flags))
     config = EvalConfig(agent=agent, seed=seed, env=env, model=engine, policy=policy,
                         policy_ckpt=model_flags["policy_ckpt"], prm=model_flags["prm"], world=model_flags["world"],
