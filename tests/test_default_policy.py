@@ -142,3 +142,17 @@ def test_plan_with_no_flags_plays_the_shipped_default_policy(games_root):
     steps = [line.strip() for line in played.splitlines() if re.match(r"\s*\d+\. > ", line)]
     assert steps and steps[0] == "1. > look" and len(steps) <= 30, played[-2000:]
     assert re.search(r"^(won|not won) after \d+ actions", played, re.M), played[-2000:]
+
+
+def test_best_of_n_draws_its_candidates_unless_told_otherwise():
+    from mpr.app.cli import _model_configs
+    from mpr.compose import candidate_mode
+
+    assert candidate_mode("best-of-n") == "score-sample"
+    assert [candidate_mode(p) for p in ("greedy", "beam", "mcts")] == ["score"] * 3
+    assert candidate_mode("best-of-n", "score") == "score"  # an explicit mode wins
+    flags = dict(model="default", policy_mode="auto", rank_by="auto", backend="hf", dtype="auto", threads=1,
+                 batch_size=4, planner="greedy")
+    assert _model_configs("best-of-n", **flags)[1].mode == "score-sample"  # --agent best-of-n
+    assert _model_configs(None, **{**flags, "planner": "best-of-n"})[1].mode == "score-sample"
+    assert _model_configs(None, **flags)[1].mode == "score"

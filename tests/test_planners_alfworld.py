@@ -69,7 +69,8 @@ def test_simulated_admissible_commands_contain_the_experts_next_action(expert_ro
 
 PLANNER_FLAGS = {
     "greedy": [],
-    "best-of-n": ["--n", 4],
+    # the top 4 (not 4 draws, which a confident tiny policy may make all alike): alternatives to print
+    "best-of-n": ["--n", 4, "--policy-mode", "score"],
     "beam": ["--width", 2, "--depth", 2, "--candidates", 3],
     "mcts": ["--simulations", 6, "--leaves-per-iter", 3, "--candidates", 3, "--max-depth", 2],
 }
