@@ -22,7 +22,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
     ("valid_unseen", "bon8_pi0_v4_prm_e8", "policy", 134),
     ("valid_unseen", "policy_pi0_v4_dw4", "policy", 134), ("valid_unseen", "policy_pi0_v4_sampled", "policy", 134),
     ("valid_unseen", "bon8_pi0_v4_prm_b1", "policy", 134), ("valid_unseen", "bon8s_pi0_v4_prm_b1", "policy", 134),
-    ("valid_unseen", "bon8s_pi0_v4_prm_e8", "policy", 134),
+    ("valid_unseen", "bon8s_pi0_v4_prm_e8", "policy", 134), ("valid_unseen", "bon8s_pi0_v4_iprm_e8", "policy", 134),
     ("valid_unseen", "policy-default", "policy", 134), ("valid_seen", "policy-default", "policy", 140),
 ])
 def test_summary_matches_its_episodes(split, name, agent, count):
