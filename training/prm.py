@@ -85,22 +85,21 @@ def _tokenize(tok: Any, state: State, action: str, max_length: int) -> list[int]
     return encode(tok, text)[-max_length:] or [tok.pad_token_id]
 
 
-def pair_accuracy(targets: Sequence[Target], preds: Sequence[float]) -> float | None:
-    """Among actions of the same state with different targets, how often the prediction orders
-    them like the targets (None when there are no such pairs)."""
+def ordered_pairs(targets: Sequence[Target]) -> list[tuple[int, int]]:
+    """Index pairs (i, j) of actions of the same state whose targets differ (by 1e-9 or more)."""
     by_state: dict[str, list[int]] = defaultdict(list)
     for i, t in enumerate(targets):
         by_state[t.state.digest()].append(i)
-    right = total = 0
-    for idx in by_state.values():
-        for a in range(len(idx)):
-            for b in range(a + 1, len(idx)):
-                dt = targets[idx[a]].value - targets[idx[b]].value
-                if abs(dt) < 1e-9:
-                    continue
-                total += 1
-                right += (preds[idx[a]] - preds[idx[b]]) * dt > 0
-    return right / total if total else None
+    return [(idx[a], idx[b]) for idx in by_state.values() for a in range(len(idx)) for b in range(a + 1, len(idx))
+            if abs(targets[idx[a]].value - targets[idx[b]].value) >= 1e-9]
+
+
+def pair_accuracy(targets: Sequence[Target], preds: Sequence[float]) -> float | None:
+    """Among actions of the same state with different targets, how often the prediction orders
+    them like the targets (None when there are no such pairs)."""
+    pairs = ordered_pairs(targets)
+    right = sum((preds[i] - preds[j]) * (targets[i].value - targets[j].value) > 0 for i, j in pairs)
+    return right / len(pairs) if pairs else None
 
 
 def train_regression(kind: str, targets: list[Target], out: Path, config: TrainConfig, header: dict[str, Any],
@@ -140,7 +139,7 @@ def rank_report(val: Sequence[Target], preds: Sequence[float]) -> dict[str, Any]
     """What only the order of predictions says: won-vs-lost AUC and same-state pair accuracy (the
     number of such pairs beside it)."""
     return {"val_targets": len(val), "val_auc_won": auc(preds, [t.success >= 0.5 for t in val]),
-            "val_pair_accuracy": pair_accuracy(val, preds), "val_pairs": same_state_pairs(val)}
+            "val_pair_accuracy": pair_accuracy(val, preds), "val_pairs": len(ordered_pairs(val))}
 
 
 def regression_report(val: Sequence[Target], preds: Sequence[float]) -> dict[str, Any]:
@@ -148,14 +147,6 @@ def regression_report(val: Sequence[Target], preds: Sequence[float]) -> dict[str
     loss = -sum(t.value * math.log(max(p, 1e-12)) + (1 - t.value) * math.log(max(1 - p, 1e-12))
                 for t, p in zip(val, preds)) / len(val)
     return {**rank_report(val, preds), "val_loss": loss}
-
-
-def same_state_pairs(targets: Sequence[Target]) -> int:
-    """Pairs of actions of the same state with different targets (what ``pair_accuracy`` counts)."""
-    by_state: dict[str, list[float]] = defaultdict(list)
-    for t in targets:
-        by_state[t.state.digest()].append(t.value)
-    return sum(abs(a - b) >= 1e-9 for vs in by_state.values() for i, a in enumerate(vs) for b in vs[i + 1:])
 
 
 def with_alternatives(targets: Sequence[Target], chosen: Sequence[Target]) -> list[Target]:
