@@ -69,10 +69,6 @@ def resolve_policy_ckpt(agent: str, policy_ckpt: str | None) -> str | None:
     return str(shipped)
 
 
-POLICY_MODES = ("auto", "score", "score-sample", "sample")
-"""``--policy-mode``: a ``PolicyConfig.mode``, or auto (``candidate_mode``)."""
-
-
 def candidate_mode(planner: str, mode: str = "auto") -> str:
     """The policy mode a planner's candidates come from: ``mode`` unless it is "auto", which means
     draws (score-sample) for best-of-n — Best-of-N is N samples from the policy; the top N of a
